@@ -1,0 +1,6 @@
+"""dgmmcore: Deep Gaussian Mixture Models with a compiled OpenMP/BLAS core."""
+from ._config import show_config
+from .model import DeepGMM, NotFittedError
+
+__version__ = "0.1.0"
+__all__ = ["DeepGMM", "NotFittedError", "show_config", "__version__"]

@@ -1,0 +1,126 @@
+"""E-step drivers around the compiled scoring kernel: exact density, best path, heuristic search.
+
+All functions take a ``PathTable`` and a validated C-contiguous X (float32 or float64) and
+return O(n) arrays; nothing of size n x P is ever allocated except by ``path_scores`` for
+the rows it is given.
+"""
+import numpy as np
+
+from . import _scoring
+from ._network import ravel_paths
+from ._threads import single_threaded_blas
+
+CHUNK = _scoring.CHUNK
+_EMPTY_F = np.empty(0)
+_EMPTY_I = np.empty(0, dtype=np.intp)
+
+
+def _tasks(offsets, chunk=CHUNK):
+    """Split each group's run of rows [offsets[g], offsets[g+1]) into tasks of <= chunk rows."""
+    offsets = np.asarray(offsets, dtype=np.intp)
+    sizes = np.diff(offsets)
+    n_chunks = -(-sizes // chunk)
+    group = np.repeat(np.arange(len(sizes), dtype=np.intp), n_chunks)
+    first = np.repeat(offsets[:-1], n_chunks)
+    within = np.arange(len(group), dtype=np.intp) - np.repeat(np.cumsum(n_chunks) - n_chunks, n_chunks)
+    start = first + within * chunk
+    stop = np.minimum(start + chunk, np.repeat(offsets[1:], n_chunks))
+    return group, start.astype(np.intp), stop.astype(np.intp)
+
+
+def _table_for(table, X):
+    return table.astype(X.dtype)
+
+
+def _run(table, X, rows, offsets, cand, n_threads, lse=False, best=False, all_scores=False):
+    n = X.shape[0]
+    out_lse = np.full(n, np.nan) if lse else _EMPTY_F
+    out_best = np.zeros(n, dtype=np.intp) if best else _EMPTY_I
+    out_best_score = np.full(n, np.nan) if best else _EMPTY_F
+    out_all = np.full((n, cand.shape[1]), np.nan) if all_scores else np.empty((0, cand.shape[1]))
+    group, start, stop = _tasks(offsets)
+    t = _table_for(table, X)
+    with single_threaded_blas():
+        _scoring.score_groups(X, t.R, t.mean, t.const, rows, group, start, stop,
+                              np.ascontiguousarray(cand, dtype=np.intp),
+                              out_lse, out_best, out_best_score, out_all, n_threads)
+    return out_lse, out_best, out_best_score, out_all
+
+
+def _all_rows(n):
+    return np.arange(n, dtype=np.intp), np.array([0, n], dtype=np.intp)
+
+
+def exact_scores(table, X, n_threads, best=True):
+    """log p(x) over all paths, and (optionally) the best path number and its score."""
+    rows, offsets = _all_rows(X.shape[0])
+    cand = table.active[None, :]
+    lse, arg, best_score, _ = _run(table, X, rows, offsets, cand, n_threads, lse=True, best=best)
+    if X.dtype == np.float32:
+        # float32 can overflow where float64 does not: redo just those rows in float64.
+        bad = ~np.isfinite(lse) | (best & ~np.isfinite(best_score) if best else False)
+        if np.any(bad):
+            sub = np.ascontiguousarray(X[bad], dtype=np.float64)
+            l2, a2, b2, _ = _run(table, sub, *_all_rows(sub.shape[0]), cand, n_threads,
+                                 lse=True, best=best)
+            lse[bad] = l2
+            if best:
+                arg[bad], best_score[bad] = a2, b2
+    paths = table.active[arg] if best else None
+    return lse, paths, best_score if best else None
+
+
+def path_scores(table, X, n_threads):
+    """(n, P) matrix of log pi_p + log N(x | p) for every path (inactive paths: -inf)."""
+    rows, offsets = _all_rows(X.shape[0])
+    cand = table.active[None, :]
+    *_, scores = _run(table, X.astype(np.float64, copy=False), rows, offsets, cand, n_threads,
+                      all_scores=True)
+    out = np.full((X.shape[0], int(np.prod(table.layers))), -np.inf)
+    out[:, table.active] = scores
+    return out
+
+
+def coordinate_ascent(table, X, paths, passes, n_threads):
+    """The paper's heuristic: for each layer in turn, with the rest of each row's path fixed,
+    score all N_j choices and keep the best. Rows whose fixed part agrees share one candidate
+    list and are scored together. Returns (paths, best scores)."""
+    layers = table.layers
+    paths = np.array(paths, dtype=np.intp, copy=True)
+    score = None
+    strides = np.array([int(np.prod(layers[j + 1:], dtype=np.int64)) for j in range(len(layers))])
+    for _ in range(passes):
+        for j, n_j in enumerate(layers):
+            fixed = paths.copy()
+            fixed[:, j] = 0
+            base = ravel_paths(fixed, layers)
+            order = np.argsort(base, kind="stable").astype(np.intp)
+            keys, starts = np.unique(base[order], return_index=True)
+            offsets = np.append(starts, len(order)).astype(np.intp)
+            cand = keys[:, None] + strides[j] * np.arange(n_j, dtype=np.intp)[None, :]
+            _, arg, score, _ = _run(table, X, order, offsets, cand, n_threads, best=True)
+            paths[:, j] = arg
+    return paths, score
+
+
+def heuristic_estep(table, X, paths, rng, n_threads, warm_passes=1, n_restarts=1,
+                    restart_passes=2):
+    """Paper protocol: a warm pass from ``paths`` (when given), then random restarts; keep the
+    better path per row. Returns (paths, scores, switch_rate)."""
+    n, k = X.shape[0], len(table.layers)
+    best_paths, best_score = None, None
+    if paths is not None and warm_passes > 0:
+        best_paths, best_score = coordinate_ascent(table, X, paths, warm_passes, n_threads)
+    switched = np.zeros(n, dtype=bool)
+    for _ in range(n_restarts if best_paths is not None else max(n_restarts, 1)):
+        start = np.stack([rng.integers(0, n_j, size=n) for n_j in table.layers], axis=1)
+        cand_paths, cand_score = coordinate_ascent(table, X, start, restart_passes, n_threads)
+        if best_paths is None:
+            best_paths, best_score = cand_paths, cand_score
+            continue
+        better = cand_score > best_score
+        switched |= better
+        best_paths[better] = cand_paths[better]
+        best_score[better] = cand_score[better]
+    switch_rate = float(switched.mean()) if paths is not None and warm_passes > 0 else float("nan")
+    return best_paths, best_score, switch_rate

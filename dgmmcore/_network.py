@@ -1,0 +1,112 @@
+"""Parameter algebra of a Deep GMM network: paths, inverse maps, folded per-path Gaussians.
+
+Conventions (DESIGN.md section 1): layer 1 acts first on z ~ N(0, I), layer k produces x;
+paths are numbered in C order of the (N_1, ..., N_k) prior array. Forward node (A, b) maps
+h_{j-1} to h_j = A h_{j-1} + b; its inverse (Q, c) = (A^{-1}, -A^{-1} b).
+"""
+import math
+
+import numpy as np
+
+
+def n_paths(layers):
+    return int(np.prod(layers, dtype=np.int64))
+
+
+def unravel_paths(index, layers):
+    """Path numbers -> (n, k) node indices."""
+    return np.stack(np.unravel_index(np.asarray(index, dtype=np.intp), tuple(layers)), axis=1)
+
+
+def ravel_paths(paths, layers):
+    """(n, k) node indices -> path numbers."""
+    paths = np.asarray(paths, dtype=np.intp)
+    return np.ravel_multi_index(tuple(paths.T), tuple(layers)).astype(np.intp)
+
+
+def invert_nodes(transforms, biases):
+    """Forward (A, b) per layer -> inverse (Q, c) per layer."""
+    Q = [np.linalg.inv(A) for A in transforms]
+    c = [-np.einsum("nij,nj->ni", q, b) for q, b in zip(Q, biases)]
+    return Q, c
+
+
+def forward_nodes(Q, c):
+    """Inverse (Q, c) per layer -> forward (A, b) per layer."""
+    A = [np.linalg.inv(q) for q in Q]
+    b = [-np.einsum("nij,nj->ni", a, cc) for a, cc in zip(A, c)]
+    return A, b
+
+
+def node_logdets(Q):
+    """log|det Q| per node, per layer (the only place determinants are taken)."""
+    return [np.linalg.slogdet(q)[1] for q in Q]
+
+
+def path_log_det(Q, layers):
+    """sum_j log|det Q[j][p_j]| for every path, as a flat (P,) array in C order."""
+    total = np.zeros(tuple(layers))
+    for j, ld in enumerate(node_logdets(Q)):
+        shape = [1] * len(layers)
+        shape[j] = layers[j]
+        total = total + ld.reshape(shape)
+    return total.ravel()
+
+
+def fold_paths(Q, transforms, biases):
+    """Folded inverse map and mean of every path.
+
+    Returns W (P, D, D) with z = W_p (x - mean_p) and mean (P, D) = h_k at z = 0, built prefix
+    by prefix from layer 1 so that the C order of paths comes out directly.
+    """
+    D = transforms[0].shape[1]
+    W = np.eye(D)[None]
+    mean = np.zeros((1, D))
+    for q, A, b in zip(Q, transforms, biases):
+        # prefix-major, node-minor: matches C order of the (N_1, ..., N_k) array
+        W = np.matmul(W[:, None], q[None]).reshape(-1, D, D)
+        mean = (np.einsum("nij,pj->pni", A, mean) + b[None]).reshape(-1, D)
+    return W, mean
+
+
+def precision_factors(W):
+    """Upper-triangular R_p with R_p^T R_p = W_p^T W_p (so ||W_p v|| = ||R_p v||), by QR."""
+    return np.linalg.qr(W, mode="r")
+
+
+class PathTable:
+    """Every path as (R_p, mean_p, const_p) for the scoring kernel, in one dtype.
+
+    const_p = log pi_p + sum_j log|det Q[j][p_j]| - D/2 log(2 pi); paths with zero prior weight
+    have const_p = -inf and are left out of ``active``.
+    """
+
+    def __init__(self, transforms, biases, log_weights, dtype=np.float64, Q=None):
+        layers = tuple(A.shape[0] for A in transforms)
+        D = transforms[0].shape[1]
+        if Q is None:
+            Q, _ = invert_nodes(transforms, biases)
+        W, mean = fold_paths(Q, transforms, biases)
+        self.layers = layers
+        self.n_features = D
+        self.R = np.ascontiguousarray(precision_factors(W), dtype=dtype)
+        self.mean = np.ascontiguousarray(mean, dtype=dtype)
+        self.mean64 = mean
+        log_weights = np.asarray(log_weights, dtype=np.float64).ravel()
+        self.const = np.ascontiguousarray(
+            log_weights + path_log_det(Q, layers) - 0.5 * D * math.log(2 * math.pi))
+        self.active = np.flatnonzero(np.isfinite(log_weights)).astype(np.intp)
+
+    @property
+    def dtype(self):
+        return self.R.dtype
+
+    def astype(self, dtype):
+        """The same table in another dtype (shares const and active)."""
+        if np.dtype(dtype) == self.dtype:
+            return self
+        other = object.__new__(PathTable)
+        other.__dict__.update(self.__dict__)
+        other.R = self.R.astype(dtype)
+        other.mean = self.mean64.astype(dtype)
+        return other

@@ -1,0 +1,176 @@
+"""Input checks shared by every public entry point: nothing reaches a kernel unchecked."""
+import numbers
+
+import numpy as np
+
+
+def check_data(X, name="X", n_features=None, dtypes=(np.float64, np.float32), min_samples=1):
+    """Return X as a C-contiguous 2-D float32/float64 array with finite values.
+
+    Lists and other array-likes are converted; integer and bool data become float64; complex,
+    object and string data are refused with a TypeError; wrong shapes, too few rows, a feature
+    count different from ``n_features`` and NaN/inf values with a ValueError.
+    """
+    if isinstance(X, (str, bytes)):
+        raise TypeError(f"{name} must be a 2-D array of numbers, got a string")
+    try:
+        arr = np.asarray(X)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
+    if kind not in "fiub":
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        hint = " (reshape 1-D data with X.reshape(-1, 1) or X.reshape(1, -1))" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features")
+    if arr.shape[0] < min_samples:
+        raise ValueError(f"{name} has {arr.shape[0]} samples; at least {min_samples} needed")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features but the model has {n_features}")
+    dtype = arr.dtype if arr.dtype in [np.dtype(d) for d in dtypes] else np.dtype(dtypes[0])
+    if kind == "f" and arr.dtype.itemsize > 8:
+        dtype = np.dtype(np.float64)
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
+
+
+def check_int(value, name, minimum=None, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_float(value, name, minimum=None, strict=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
+    return value
+
+
+def check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def check_layers(layers):
+    """(N_1, ..., N_k) as a tuple of positive ints."""
+    if isinstance(layers, (numbers.Integral, np.integer)) and not isinstance(layers, bool):
+        layers = (layers,)
+    try:
+        layers = tuple(layers)
+    except TypeError:
+        raise TypeError(f"layers must be a sequence of positive integers, got {layers!r}") from None
+    if len(layers) == 0:
+        raise ValueError("layers must name at least one layer, got an empty sequence")
+    out = []
+    for j, n in enumerate(layers):
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"layers[{j}] must be a positive integer, got {n!r}")
+        if n < 1:
+            raise ValueError(f"layers[{j}] must be >= 1, got {n}")
+        out.append(int(n))
+    return tuple(out)
+
+
+def check_random_state(seed):
+    """None, an int, or a numpy Generator -> a numpy Generator."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        if seed is not None and seed < 0:
+            raise ValueError(f"random_state must be >= 0, got {seed}")
+        return np.random.default_rng(seed)
+    if isinstance(seed, np.random.RandomState):
+        return np.random.default_rng(seed.randint(0, 2**31 - 1))
+    raise TypeError(f"random_state must be None, an int or a numpy Generator, got {seed!r}")
+
+
+def check_n_threads(n_threads):
+    if n_threads is None:
+        return None
+    return check_int(n_threads, "n_threads", minimum=1)
+
+
+def check_params(transforms, biases, weights):
+    """Validate a full parameter set; returns (transforms, biases, joint weights, layer weights).
+
+    ``weights`` is the joint (N_1, ..., N_k) prior, or a list of per-layer vectors (factorized).
+    """
+    if not isinstance(transforms, (list, tuple)) or len(transforms) == 0:
+        raise TypeError("transforms must be a non-empty list of (N_j, D, D) arrays")
+    if not isinstance(biases, (list, tuple)) or len(biases) != len(transforms):
+        raise TypeError("biases must be a list of (N_j, D) arrays, one per layer of transforms")
+    A = [check_float_array(t, f"transforms[{j}]", ndim=3) for j, t in enumerate(transforms)]
+    b = [check_float_array(t, f"biases[{j}]", ndim=2) for j, t in enumerate(biases)]
+    D = A[0].shape[1]
+    for j, (a, bb) in enumerate(zip(A, b)):
+        if a.shape[1:] != (D, D):
+            raise ValueError(f"transforms[{j}] must have shape (N_{j + 1}, {D}, {D}), got {a.shape}")
+        if bb.shape != (a.shape[0], D):
+            raise ValueError(f"biases[{j}] must have shape ({a.shape[0]}, {D}), got {bb.shape}")
+        if a.shape[0] == 0:
+            raise ValueError(f"transforms[{j}] has no nodes")
+        sign, logdet = np.linalg.slogdet(a)
+        if np.any(sign == 0) or not np.all(np.isfinite(logdet)):
+            bad = int(np.flatnonzero((sign == 0) | ~np.isfinite(logdet))[0])
+            raise ValueError(f"transforms[{j}][{bad}] is singular")
+        cond = np.linalg.cond(a)
+        if np.any(cond > 1e12):
+            bad = int(np.argmax(cond))
+            raise ValueError(f"transforms[{j}][{bad}] is numerically singular (condition {cond[bad]:.3g})")
+    layers = tuple(a.shape[0] for a in A)
+    layer_weights = None
+    if isinstance(weights, (list, tuple)) and len(weights) == len(layers) and all(
+            np.ndim(w) == 1 for w in weights) and len(layers) > 1:
+        layer_weights = [_check_prob(w, f"weights[{j}]", (layers[j],)) for j, w in enumerate(weights)]
+        joint = layer_weights[0]
+        for w in layer_weights[1:]:
+            joint = np.multiply.outer(joint, w)
+    else:
+        joint = _check_prob(weights, "weights", layers)
+    return A, b, joint, layer_weights
+
+
+def check_float_array(a, name, ndim):
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    arr = np.array(arr, dtype=np.float64, order="C")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
+
+
+def _check_prob(w, name, shape):
+    w = check_float_array(w, name, ndim=len(shape))
+    if w.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {w.shape}")
+    if np.any(w < 0):
+        raise ValueError(f"{name} must be non-negative")
+    total = w.sum()
+    if not abs(total - 1.0) < 1e-6:
+        raise ValueError(f"{name} must sum to 1, got {total:.9g}")
+    return w / total

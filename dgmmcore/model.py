@@ -1,0 +1,199 @@
+"""The DeepGMM estimator: parameters, exact density, best paths, sampling, export, training."""
+import numpy as np
+from scipy.special import logsumexp
+
+from . import _estep
+from ._network import PathTable, n_paths, unravel_paths
+from ._threads import effective_n_threads
+from ._validation import (check_data, check_int, check_layers, check_n_threads, check_params,
+                          check_random_state)
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a model is used before ``fit`` or ``from_params`` gave it parameters."""
+
+
+class DeepGMM:
+    """Deep Gaussian Mixture Model (van den Oord & Schrauwen, NIPS 2014).
+
+    A network of ``k`` layers of square affine maps; layer ``j`` has ``N_j`` nodes. Each path
+    through the network (one node per layer) is one Gaussian component, so the model is a GMM
+    with ``prod(layers)`` tied components and ``sum(layers)`` parameter sets.
+
+    Generation along a path ``p``: ``h_0 = z ~ N(0, I)``, ``h_j = A[j][p_j] h_{j-1} + b[j][p_j]``,
+    ``x = h_k``; layer 1 (``transforms_[0]``) acts first.
+
+    Parameters
+    ----------
+    layers : sequence of int
+        Nodes per layer ``(N_1, ..., N_k)``.
+    estep : {'heuristic', 'full', 'soft'}
+        Hard EM with the paper's coordinate-ascent path search, hard EM with the exact best
+        path, or soft EM over all paths.
+    path_prior : {'joint', 'factorized'}
+        ``pi_p = N_p / N`` over whole paths, or a product of per-layer node frequencies.
+    mstep : {'auto', 'groups', 'kronecker'}
+        How each node's objective is evaluated (paper eq. 11/12 or eq. 13/14).
+    max_iter, tol : EM iterations and the stopping threshold on the change in mean objective.
+    lbfgs_maxiter : L-BFGS-B iterations per node per M-step (the paper used 1000).
+    warm_passes, n_restarts, restart_passes : heuristic E-step protocol (paper: 1, 1, 2).
+    reg_covar : float
+        Added to the diagonal of every path's data covariance in the M-step (as in
+        scikit-learn), so that degenerate data cannot make a transform singular.
+    n_init : number of initializations; the best final objective is kept.
+    warm_start : continue from the current parameters on the next ``fit``.
+    random_state : int, numpy Generator or None.
+    n_threads : OpenMP threads for the kernels; None means every CPU available.
+    verbose : 0 silent, 1 one line per iteration, 2 adds the M-step details.
+
+    Attributes
+    ----------
+    transforms_ : list of (N_j, D, D) arrays (read-only).
+    biases_ : list of (N_j, D) arrays (read-only).
+    weights_ : (N_1, ..., N_k) array, the joint path prior (read-only).
+    """
+
+    def __init__(self, layers=(10, 5, 5), *, estep="heuristic", path_prior="joint", mstep="auto",
+                 max_iter=100, tol=1e-4, lbfgs_maxiter=1000, warm_passes=1, n_restarts=1,
+                 restart_passes=2, reg_covar=1e-6, n_init=1, warm_start=False, random_state=None,
+                 n_threads=None, verbose=0):
+        self.layers = layers
+        self.estep = estep
+        self.path_prior = path_prior
+        self.mstep = mstep
+        self.max_iter = max_iter
+        self.tol = tol
+        self.lbfgs_maxiter = lbfgs_maxiter
+        self.warm_passes = warm_passes
+        self.n_restarts = n_restarts
+        self.restart_passes = restart_passes
+        self.reg_covar = reg_covar
+        self.n_init = n_init
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def from_params(cls, transforms, biases, weights, **kwargs):
+        """A fitted model from given parameters.
+
+        ``transforms``: list of (N_j, D, D) invertible arrays, layer 1 first; ``biases``: list of
+        (N_j, D); ``weights``: the joint (N_1, ..., N_k) path prior, or a list of per-layer
+        probability vectors (a factorized prior). Other keyword arguments go to the constructor.
+        """
+        A, b, joint, layer_weights = check_params(transforms, biases, weights)
+        if layer_weights is not None:
+            kwargs.setdefault("path_prior", "factorized")
+        model = cls(layers=tuple(a.shape[0] for a in A), **kwargs)
+        model._set_params(A, b, joint, layer_weights)
+        return model
+
+    def _set_params(self, transforms, biases, weights, layer_weights=None):
+        """Install parameters (copied, made read-only) and drop cached path tables."""
+        def frozen(a):
+            a = np.array(a, dtype=np.float64, order="C")
+            a.setflags(write=False)
+            return a
+        self.transforms_ = [frozen(a) for a in transforms]
+        self.biases_ = [frozen(b) for b in biases]
+        self.weights_ = frozen(weights)
+        self.layer_weights_ = None if layer_weights is None else [frozen(w) for w in layer_weights]
+        self.n_features_in_ = self.transforms_[0].shape[1]
+        self._table = None
+
+    def _check_fitted(self):
+        if not hasattr(self, "transforms_"):
+            raise NotFittedError("this DeepGMM has no parameters yet: call fit() or use "
+                                 "DeepGMM.from_params()")
+
+    def _path_table(self, Q=None):
+        self._check_fitted()
+        if self._table is None:
+            with np.errstate(divide="ignore"):
+                log_w = np.log(self.weights_)
+            self._table = PathTable(self.transforms_, self.biases_, log_w, Q=Q)
+        return self._table
+
+    def _threads(self):
+        return effective_n_threads(check_n_threads(self.n_threads))
+
+    @property
+    def n_paths_(self):
+        self._check_fitted()
+        return n_paths(self.weights_.shape)
+
+    def n_parameters(self):
+        """Free parameters: D^2 + D per node, plus the prior (P - 1 joint, sum(N_j - 1) factorized)."""
+        self._check_fitted()
+        D = self.n_features_in_
+        nodes = sum(a.shape[0] for a in self.transforms_)
+        if self.layer_weights_ is not None:
+            prior = sum(w.size - 1 for w in self.layer_weights_)
+        else:
+            prior = self.weights_.size - 1
+        return nodes * (D * D + D) + prior
+
+    # ------------------------------------------------------------------ inference
+    def _check_X(self, X):
+        self._check_fitted()
+        return check_data(X, n_features=self.n_features_in_)
+
+    def score_samples(self, X):
+        """log p(x) for each row (natural log), summed exactly over all paths.
+
+        float32 input is computed in float32 (about 1e-5 relative accuracy on typical data;
+        rows whose float32 result overflows are redone in float64); other input in float64.
+        """
+        X = self._check_X(X)
+        lse, _, _ = _estep.exact_scores(self._path_table(), X, self._threads(), best=False)
+        return lse
+
+    def score(self, X):
+        """Mean log-likelihood per row, in nats."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict(self, X):
+        """The most probable path of each row (exact argmax over all paths), as (n, k) ints."""
+        X = self._check_X(X)
+        _, paths, _ = _estep.exact_scores(self._path_table(), X, self._threads())
+        return unravel_paths(paths, self.weights_.shape)
+
+    def predict_proba(self, X):
+        """Path posteriors, shape (n, N_1, ..., N_k). Memory is O(n x P): for few rows only."""
+        X = self._check_X(X)
+        scores = _estep.path_scores(self._path_table(), X, self._threads())
+        post = np.exp(scores - logsumexp(scores, axis=1, keepdims=True))
+        return post.reshape((X.shape[0],) + self.weights_.shape)
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw ``n_samples`` points; returns (X (n, D), paths (n, k))."""
+        self._check_fitted()
+        n_samples = check_int(n_samples, "n_samples", minimum=1)
+        rng = check_random_state(random_state)
+        flat = rng.choice(self.weights_.size, size=n_samples, p=self.weights_.ravel())
+        paths = unravel_paths(flat, self.weights_.shape)
+        h = rng.standard_normal((n_samples, self.n_features_in_))
+        for j, (A, b) in enumerate(zip(self.transforms_, self.biases_)):
+            for i in range(A.shape[0]):
+                sel = paths[:, j] == i
+                if np.any(sel):
+                    h[sel] = h[sel] @ A[i].T + b[i]
+        return h, paths
+
+    def to_gmm(self):
+        """The equivalent shallow GMM: (weights (P,), means (P, D), covariances (P, D, D)),
+        components in C order of the (N_1, ..., N_k) paths."""
+        self._check_fitted()
+        D = self.n_features_in_
+        omega = np.eye(D)[None]
+        mean = np.zeros((1, D))
+        for A, b in zip(self.transforms_, self.biases_):
+            omega = np.matmul(A[None], omega[:, None]).reshape(-1, D, D)
+            mean = (np.einsum("nij,pj->pni", A, mean) + b[None]).reshape(-1, D)
+        covs = np.matmul(omega, np.swapaxes(omega, 1, 2))
+        return self.weights_.ravel().copy(), mean, covs
+
+    def __repr__(self):
+        return f"DeepGMM(layers={self.layers!r}, estep={self.estep!r})"

@@ -1,0 +1,126 @@
+"""Sufficient statistics of the data under hard path assignments, and Kronecker assembly.
+
+Statistics: rows are grouped by path; each task is a run of at most ``seg`` rows of one path and
+writes its own partial (count, sum, scatter) slot, so no two threads ever write the same memory.
+The caller sums the slots of each path in task order, which makes the result independent of the
+number of threads. Rows are shifted by a per-path reference point (the path's current mean) before
+the outer products: scatter about a nearby point loses no digits to cancellation.
+"""
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange, parallel
+from libc.stdlib cimport malloc, free
+
+include "_blas.pxi"
+include "_omp.pxi"
+
+cnp.import_array()
+
+# Rows per SYRK call: the (CHUNK x D) buffer stays in cache.
+cdef Py_ssize_t CHUNK = 256
+
+
+cdef void _scatter_task(
+    const floating[:, ::1] X,
+    const cnp.intp_t[::1] rows,
+    Py_ssize_t start,
+    Py_ssize_t stop,
+    const double *shift,
+    double *buf,
+    double *out_sum,
+    double *out_scatter,
+) noexcept nogil:
+    cdef Py_ssize_t D = X.shape[1]
+    cdef Py_ssize_t lo, m, r, d
+    cdef const floating *x
+    cdef double *b
+    lo = start
+    while lo < stop:
+        m = min(CHUNK, stop - lo)
+        for r in range(m):
+            x = &X[rows[lo + r], 0]
+            b = buf + r * D
+            for d in range(D):
+                b[d] = x[d] - shift[d]
+                out_sum[d] += b[d]
+        syrk_rows_accumulate(<int> D, <int> m, buf, out_scatter)
+        lo += m
+
+
+def scatter_tasks(
+    const floating[:, ::1] X,
+    const cnp.intp_t[::1] rows,
+    const cnp.intp_t[::1] task_path,
+    const cnp.intp_t[::1] task_start,
+    const cnp.intp_t[::1] task_stop,
+    const double[:, ::1] shift,
+    double[:, ::1] out_sum,
+    double[:, :, ::1] out_scatter,
+    int n_threads,
+):
+    """Per task t: out_sum[t] = sum (x - shift[p]), out_scatter[t] += upper triangle of
+    sum (x - shift[p])(x - shift[p])^T over rows[task_start[t]:task_stop[t]], p = task_path[t].
+
+    out_sum and out_scatter must be zeroed (n_tasks, D) and (n_tasks, D, D) arrays; only the upper
+    triangle of each scatter is written. BLAS must be single-threaded around this call.
+    """
+    cdef Py_ssize_t n_tasks = task_path.shape[0]
+    cdef Py_ssize_t D = X.shape[1]
+    cdef Py_ssize_t t
+    cdef double *buf
+    if n_tasks == 0:
+        return
+    n_threads = max(1, min(n_threads, n_tasks))
+    with nogil, parallel(num_threads=n_threads):
+        buf = <double*> malloc(sizeof(double) * CHUNK * D)
+        try:
+            for t in prange(n_tasks, schedule='dynamic'):
+                _scatter_task(X, rows, task_start[t], task_stop[t], &shift[task_path[t], 0],
+                              buf, &out_sum[t, 0], &out_scatter[t, 0, 0])
+        finally:
+            free(buf)
+
+
+def kron_assemble(
+    const double[:, :, ::1] left,
+    const double[:, :, ::1] right,
+    const double[::1] weight,
+    double[:, ::1] out,
+    int n_threads,
+):
+    """out = sum_g weight[g] * kron(left[g], right[g]), with row-major vec indexing.
+
+    left is (G, A, A), right (G, B, B), out (A*B, A*B). Computed one block row a at a time as
+    the GEMM  M_a[c, (b, d)] = sum_g (weight[g] left[g, a, c]) right[g, b, d]  followed by the
+    scatter out[(a, b), (c, d)] = M_a[c, (b, d)], so the D^4 intermediate never exists whole.
+    BLAS must be single-threaded around this call.
+    """
+    cdef Py_ssize_t G = left.shape[0]
+    cdef Py_ssize_t A = left.shape[1]
+    cdef Py_ssize_t B = right.shape[1]
+    cdef Py_ssize_t a, b, c, d, g
+    cdef double *wl
+    cdef double *tile
+    cdef const double *rflat = &right[0, 0, 0]
+    if G == 0:
+        out[:, :] = 0.0
+        return
+    n_threads = max(1, min(n_threads, A))
+    with nogil, parallel(num_threads=n_threads):
+        wl = <double*> malloc(sizeof(double) * A * G)
+        tile = <double*> malloc(sizeof(double) * A * B * B)
+        try:
+            for a in prange(A, schedule='static'):
+                # wl[c, g] = weight[g] * left[g, a, c]
+                for c in range(A):
+                    for g in range(G):
+                        wl[c * G + g] = weight[g] * left[g, a, c]
+                gemm_rowmajor(b'N', b'N', <int> A, <int> (B * B), <int> G, 1.0,
+                              wl, <int> G, rflat, <int> (B * B), 0.0, tile, <int> (B * B))
+                for b in range(B):
+                    for c in range(A):
+                        for d in range(B):
+                            out[a * B + b, c * B + d] = tile[c * B * B + b * B + d]
+        finally:
+            free(wl)
+            free(tile)
