@@ -407,9 +407,8 @@ def load_images(folder_or_files, grayscale=True):
     read, in sorted name order; other files are ignored.
 
     Grayscale conversion is Pillow's ``"L"`` mode, the ITU-R 601-2 luma
-    ``L = 0.299 R + 0.587 G + 0.114 B`` (rounded to an integer), the same weights
-    as MATLAB's ``rgb2gray`` used in the usual BSDS300 patch pipelines. Images
-    already in grayscale are read unchanged.
+    ``L = 0.299 R + 0.587 G + 0.114 B`` rounded to an integer (the same weights as
+    MATLAB's ``rgb2gray``). Images already in grayscale are read unchanged.
 
     Parameters
     ----------
