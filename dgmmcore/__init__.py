@@ -1,6 +1,7 @@
 """dgmmcore: Deep Gaussian Mixture Models with a compiled OpenMP/BLAS core."""
 from ._config import show_config
+from ._em import ConvergenceWarning
 from .model import DeepGMM, NotFittedError
 
 __version__ = "0.1.0"
-__all__ = ["DeepGMM", "NotFittedError", "show_config", "__version__"]
+__all__ = ["DeepGMM", "ConvergenceWarning", "NotFittedError", "show_config", "__version__"]

@@ -2,11 +2,11 @@
 import numpy as np
 from scipy.special import logsumexp
 
-from . import _estep
+from . import _em, _estep
 from ._network import PathTable, n_paths, unravel_paths
 from ._threads import effective_n_threads
-from ._validation import (check_data, check_int, check_layers, check_n_threads, check_params,
-                          check_random_state)
+from ._validation import (check_choice, check_data, check_float, check_int, check_layers,
+                          check_n_threads, check_params, check_random_state)
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -54,7 +54,7 @@ class DeepGMM:
     """
 
     def __init__(self, layers=(10, 5, 5), *, estep="heuristic", path_prior="joint", mstep="auto",
-                 max_iter=100, tol=1e-4, lbfgs_maxiter=1000, warm_passes=1, n_restarts=1,
+                 max_iter=100, tol=1e-3, lbfgs_maxiter=1000, warm_passes=1, n_restarts=1,
                  restart_passes=2, reg_covar=1e-6, n_init=1, warm_start=False, random_state=None,
                  n_threads=None, verbose=0):
         self.layers = layers
@@ -134,6 +134,60 @@ class DeepGMM:
         else:
             prior = self.weights_.size - 1
         return nodes * (D * D + D) + prior
+
+    # ------------------------------------------------------------------ training
+    def _check_parameters(self):
+        """Validate the hyperparameters in one place (they are not touched by __init__)."""
+        self.layers = check_layers(self.layers)
+        check_choice(self.estep, "estep", {"heuristic", "full", "soft"})
+        check_choice(self.path_prior, "path_prior", {"joint", "factorized"})
+        check_choice(self.mstep, "mstep", {"auto", "groups", "kronecker"})
+        check_int(self.max_iter, "max_iter", minimum=0)
+        check_float(self.tol, "tol", minimum=0.0)
+        check_int(self.lbfgs_maxiter, "lbfgs_maxiter", minimum=1)
+        check_int(self.warm_passes, "warm_passes", minimum=0)
+        check_int(self.n_restarts, "n_restarts", minimum=0)
+        check_int(self.restart_passes, "restart_passes", minimum=1)
+        check_float(self.reg_covar, "reg_covar", minimum=0.0)
+        check_int(self.n_init, "n_init", minimum=1)
+        check_int(self.verbose, "verbose", minimum=0)
+        check_n_threads(self.n_threads)
+        if self.estep == "heuristic" and self.warm_passes == 0 and self.n_restarts == 0:
+            raise ValueError("the heuristic E-step needs warm_passes >= 1 or n_restarts >= 1")
+
+    def fit(self, X, y=None):
+        """Fit by hard EM (or soft EM with estep='soft'); returns self.
+
+        Records per iteration in ``history_`` (objective, switch rate, E- and M-step seconds),
+        sets ``n_iter_`` and ``converged_``, and warns with ConvergenceWarning when max_iter is
+        reached first. ``objective_`` is the final mean objective: the mean best-path
+        log-density for hard EM, the mean log-likelihood for soft EM.
+        """
+        self._check_parameters()
+        if self.warm_start and hasattr(self, "transforms_"):
+            if tuple(self.weights_.shape) != self.layers:
+                raise ValueError(f"warm_start: the fitted network has layers "
+                                 f"{tuple(self.weights_.shape)}, not {self.layers}")
+            X = check_data(X, n_features=self.n_features_in_, min_samples=2)
+        else:
+            X = check_data(X, min_samples=2)
+        rng = check_random_state(self.random_state)
+        run = _em.fit_model(self, X, rng, self._threads())
+        self._set_params(run.A, run.b, run.weights, run.layer_weights)
+        self.history_ = run.history
+        self.n_iter_ = len(run.history) - 1
+        self.converged_ = run.converged
+        self.objective_ = run.objective
+        self._train_paths = run.paths
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return the paths of the final E-step, (n, k) ints (for estep='full' these
+        equal ``predict(X)``; the heuristic's may differ on a few rows)."""
+        self.fit(X)
+        if self._train_paths is None:
+            return self.predict(X)
+        return unravel_paths(self._train_paths, self.weights_.shape)
 
     # ------------------------------------------------------------------ inference
     def _check_X(self, X):

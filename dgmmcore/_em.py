@@ -1,0 +1,143 @@
+"""The EM driver behind DeepGMM.fit: E-step, statistics, M-step, prior, history."""
+import time
+import warnings
+
+import numpy as np
+
+from . import _estep, _mstep, _suffstats
+from ._init import initialize
+from ._network import PathTable, forward_nodes, invert_nodes, ravel_paths, unravel_paths
+
+
+class ConvergenceWarning(UserWarning):
+    """EM stopped at max_iter before the objective changed by less than tol."""
+
+
+def _log(w):
+    with np.errstate(divide="ignore"):
+        return np.log(w)
+
+
+class EMRun:
+    """State of one EM run: parameters in both forms, the last paths, the history."""
+
+    def __init__(self, model, X, rng, n_threads):
+        self.model = model
+        self.X = X
+        self.rng = rng
+        self.n_threads = n_threads
+        self.layers = tuple(model.layers)
+        self.P = int(np.prod(self.layers))
+        self.history = []
+        self.paths = None  # flat path index per row from the last hard E-step
+        self.objective = -np.inf
+        self.converged = False
+
+    def start(self, warm):
+        m = self.model
+        if warm:
+            self.A = [np.array(a) for a in m.transforms_]
+            self.b = [np.array(b) for b in m.biases_]
+            self.weights = np.array(m.weights_)
+            self.layer_weights = m.layer_weights_
+            self.Q, self.c = invert_nodes(self.A, self.b)
+            self.paths = getattr(m, "_train_paths", None)
+            if self.paths is not None and len(self.paths) != self.X.shape[0]:
+                self.paths = None
+        else:
+            self.A, self.b, self.weights, self.Q, self.c = initialize(
+                self.X, self.layers, self.rng, m.reg_covar)
+            self.layer_weights = None
+            if m.path_prior == "factorized":
+                self.layer_weights = [np.full(n, 1.0 / n) for n in self.layers]
+
+    def table(self):
+        return PathTable(self.A, self.b, _log(self.weights), Q=self.Q)
+
+    def estep(self):
+        """Evaluate the current parameters; returns (objective, stats, switch_rate)."""
+        m, X, table = self.model, self.X, self.table()
+        switch = float("nan")
+        if m.estep == "soft":
+            stats, loglik = _suffstats.soft_stats(X, table, self.n_threads)
+            return float(loglik.mean()), stats, switch
+        if m.estep == "full":
+            _, paths, score = _estep.exact_scores(table, X, self.n_threads)
+        else:
+            prev = None if self.paths is None else unravel_paths(self.paths, self.layers)
+            paths2d, score, switch = _estep.heuristic_estep(
+                table, X, prev, self.rng, self.n_threads, m.warm_passes, m.n_restarts,
+                m.restart_passes)
+            paths = ravel_paths(paths2d, self.layers)
+        self.paths = paths
+        stats = _suffstats.hard_stats(X, paths, self.P, table.mean64, self.n_threads)
+        return float(np.mean(score)), stats, switch
+
+    def mstep(self, stats):
+        m = self.model
+        self.Q, self.c, reports = _mstep.mstep(
+            self.Q, self.c, stats, self.layers, reg_covar=m.reg_covar, method=m.mstep,
+            lbfgs_maxiter=m.lbfgs_maxiter, rng=self.rng, n_threads=self.n_threads)
+        self.weights, self.layer_weights = _mstep.path_prior(stats.counts, self.layers,
+                                                             m.path_prior)
+        self.A, self.b = forward_nodes(self.Q, self.c)
+        return reports
+
+    def run(self):
+        m = self.model
+        prev = None
+        t_fit = time.perf_counter()
+        for it in range(1, m.max_iter + 2):
+            t0 = time.perf_counter()
+            objective, stats, switch = self.estep()
+            t1 = time.perf_counter()
+            record = {"iter": it - 1, "objective": objective, "switch_rate": switch,
+                      "estep_seconds": t1 - t0}
+            self.objective = objective
+            if prev is not None and abs(objective - prev) < m.tol:
+                self.converged = True
+            if self.converged or it > m.max_iter:
+                self._finish(record, t_fit)
+                break
+            reports = self.mstep(stats)
+            record["mstep_seconds"] = time.perf_counter() - t1
+            record["lbfgs_iterations"] = int(sum(r.get("nit", 0) for rl in reports for r in rl))
+            record["reseeded"] = int(sum(r.get("reseeded", 0) for rl in reports for r in rl))
+            self._finish(record, t_fit)
+            prev = objective
+        return self
+
+    def _finish(self, record, t_fit):
+        self.history.append(record)
+        if self.model.verbose:
+            _print_record(record, time.perf_counter() - t_fit, self.model.max_iter)
+
+
+def _print_record(r, elapsed, max_iter):
+    it = r["iter"]
+    line = f"iter {it:4d}  objective {r['objective']:12.5f}"
+    if np.isfinite(r["switch_rate"]):
+        line += f"  switch {100 * r['switch_rate']:6.2f}%"
+    line += f"  E {r['estep_seconds']:7.2f}s"
+    if "mstep_seconds" in r:
+        line += f"  M {r['mstep_seconds']:7.2f}s"
+        eta = elapsed / max(it + 1, 1) * (max_iter - it)
+        line += f"  ETA {eta:7.1f}s"
+    print(line, flush=True)
+
+
+def fit_model(model, X, rng, n_threads):
+    """Run ``n_init`` EM runs and install the best (highest final objective) in ``model``."""
+    best = None
+    warm = bool(model.warm_start) and hasattr(model, "transforms_")
+    for _ in range(1 if warm else model.n_init):
+        run = EMRun(model, X, rng, n_threads)
+        run.start(warm)
+        run.run()
+        if best is None or run.objective > best.objective:
+            best = run
+    if not best.converged:
+        warnings.warn(f"EM did not converge in {model.max_iter} iterations (last change of "
+                      f"the objective above tol={model.tol}); raise max_iter or tol",
+                      ConvergenceWarning, stacklevel=3)
+    return best

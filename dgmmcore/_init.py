@@ -1,0 +1,65 @@
+"""Initial parameters for EM, deterministic for a given random generator.
+
+Layer k (the layer that produces x) starts as a k-means partition of the data: node i maps
+N(0, I) to the Gaussian of cluster i (mean and Cholesky factor of its covariance). Every other
+layer starts near the identity, A = I + s G / sqrt(D), b = s g (G, g standard normal, s =
+``spread``), so its nodes are distinct small deformations that EM pulls apart. On image patches
+this means the first E-step already separates contrast/texture clusters at layer k.
+"""
+import numpy as np
+
+from ._network import invert_nodes
+
+
+def kmeans(X, k, rng, n_iter=25):
+    """Lloyd's algorithm with k-means++ seeding; returns labels of X."""
+    n = X.shape[0]
+    centers = [X[rng.integers(n)]]
+    d2 = ((X - centers[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        total = d2.sum()
+        idx = rng.integers(n) if total <= 0 else rng.choice(n, p=d2 / total)
+        centers.append(X[idx])
+        d2 = np.minimum(d2, ((X - X[idx]) ** 2).sum(1))
+    C = np.array(centers)
+    x2 = (X ** 2).sum(1)
+    labels = np.zeros(n, dtype=np.intp)
+    for it in range(n_iter):
+        dist = x2[:, None] - 2 * X @ C.T + (C ** 2).sum(1)[None]
+        new = dist.argmin(axis=1)
+        if it and np.array_equal(new, labels):
+            break
+        labels = new
+        for i in range(k):
+            sel = labels == i
+            if sel.any():
+                C[i] = X[sel].mean(0)
+    return labels
+
+
+def initialize(X, layers, rng, reg_covar, spread=0.1, max_rows=50_000):
+    """Forward parameters (A, b) and a uniform joint prior for a fresh fit."""
+    n, D = X.shape
+    sub = X if n <= max_rows else X[np.sort(rng.choice(n, max_rows, replace=False))]
+    sub = np.asarray(sub, dtype=np.float64)
+    global_cov = np.cov(sub.T).reshape(D, D) + reg_covar * np.eye(D)
+    labels = kmeans(sub, layers[-1], rng)
+    A_last = np.empty((layers[-1], D, D))
+    b_last = np.empty((layers[-1], D))
+    for i in range(layers[-1]):
+        pts = sub[labels == i]
+        if len(pts) > D:
+            cov = np.cov(pts.T).reshape(D, D) + max(reg_covar, 1e-6 * np.trace(global_cov) / D) * np.eye(D)
+        else:
+            cov = global_cov
+        A_last[i] = np.linalg.cholesky(cov)
+        b_last[i] = pts.mean(0) if len(pts) else sub.mean(0)
+    A, b = [], []
+    for N in layers[:-1]:
+        A.append(np.eye(D) + spread / np.sqrt(D) * rng.standard_normal((N, D, D)))
+        b.append(spread * rng.standard_normal((N, D)))
+    A.append(A_last)
+    b.append(b_last)
+    weights = np.full(tuple(layers), 1.0 / np.prod(layers))
+    Q, c = invert_nodes(A, b)
+    return A, b, weights, Q, c

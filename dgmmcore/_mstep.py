@@ -1,0 +1,213 @@
+"""M-step: refit every node's inverse map (Q, c) with L-BFGS-B, layer by layer.
+
+For a node at layer j, let v = h_j be a point pushed from x up to the node's output and
+u = Q v + c its input; the layers below (1..j-1) fold into z = R_g u + r_g for each lower prefix
+g = (p_1, ..., p_{j-1}). Writing Q' = [Q c] and v' = [v; 1], the node's hard-EM objective
+(DESIGN.md section 5; minimised here, divided by the node's count N) is
+
+    f(Q') = -log|det Q| + 1/(2N) sum_g [ tr(Omega_g Q' S'_g Q'^T) + 2 r_g^T R_g Q' s'_g
+                                          + n_g r_g^T r_g ]
+
+with Omega_g = R_g^T R_g, s'_g = sum v', S'_g = sum v' v'^T over the node's points below g.
+Everything is computed from per-path statistics in parameter space; no pass over the data.
+
+The quadratic term is evaluated per group (paper eq. 11/12) or through the Kronecker sum
+K = sum_g Omega_g (x) S'_g (eq. 13/14, assembled by the compiled ``kron_assemble``).
+"""
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from scipy.optimize import minimize
+
+from . import _stats
+from ._threads import single_threaded_blas
+
+# Cost model for mstep='auto' (seconds per unit, measured on the development machine; see bench/).
+_GROUP_FLOP_S = 8e9       # small batched GEMMs
+_KRON_BYTES_S = 8e9       # memory-bound Kronecker mat-vec
+_KRON_BUILD_FLOP_S = 20e9  # assembly GEMM
+_EXPECTED_EVALS = 50      # typical L-BFGS-B evaluations per node once EM is warm
+
+
+class NodeObjective:
+    """Value and gradient of f(Q') for one node; ``method`` is 'groups' or 'kronecker'."""
+
+    def __init__(self, omegas, S, L, c0, count, method="groups", n_threads=1):
+        self.D = omegas.shape[1]
+        self.omegas = np.ascontiguousarray(omegas)
+        self.S = np.ascontiguousarray(S)
+        self.L = L
+        self.c0 = c0
+        self.count = count
+        self.method = method
+        if method == "kronecker":
+            E = self.D * (self.D + 1)
+            self.K = np.empty((E, E))
+            with single_threaded_blas():
+                _stats.kron_assemble(self.omegas, self.S, np.ones(len(omegas)), self.K, n_threads)
+        elif method != "groups":
+            raise ValueError(f"unknown M-step method {method!r}")
+
+    def quadratic(self, Qp):
+        """sum_g Omega_g Q' S'_g, a (D, D+1) array."""
+        if self.method == "kronecker":
+            return (self.K @ Qp.ravel()).reshape(Qp.shape)
+        return np.matmul(np.matmul(self.omegas, Qp), self.S).sum(axis=0)
+
+    def __call__(self, flat):
+        D = self.D
+        Qp = flat.reshape(D, D + 1)
+        sign, logdet = np.linalg.slogdet(Qp[:, :D])
+        if sign == 0 or not np.isfinite(logdet):
+            # outside the barrier: L-BFGS-B backtracks from an infinite value
+            return np.inf, np.zeros_like(flat)
+        G = self.quadratic(Qp)
+        value = -logdet + (0.5 * np.vdot(Qp, G) + np.vdot(self.L, Qp) + 0.5 * self.c0) / self.count
+        grad = (G + self.L) / self.count
+        grad[:, :D] -= np.linalg.inv(Qp[:, :D]).T
+        return value, grad.ravel()
+
+
+def choose_method(n_groups, D, lbfgs_maxiter):
+    """'groups' or 'kronecker', whichever the cost model expects to be faster for this node."""
+    evals = min(lbfgs_maxiter, _EXPECTED_EVALS) + 1
+    E = D * (D + 1)
+    t_groups = evals * 4.0 * n_groups * D ** 3 / _GROUP_FLOP_S
+    t_kron = 2.0 * n_groups * E * E / _KRON_BUILD_FLOP_S + evals * 8.0 * E * E / _KRON_BYTES_S
+    return "kronecker" if t_kron < t_groups else "groups"
+
+
+def optimize_node(objective, Q, c, maxiter):
+    """L-BFGS-B from the current (Q, c); keeps the start when no finite improvement is found."""
+    x0 = np.concatenate([Q, c[:, None]], axis=1).ravel()
+    f0, _ = objective(x0)
+    res = minimize(objective, x0, jac=True, method="L-BFGS-B", options={"maxiter": maxiter})
+    x = res.x
+    f1, _ = objective(x)
+    if not (np.isfinite(f1) and f1 <= f0 and np.all(np.isfinite(x))):
+        x, f1 = x0, f0
+    Qp = x.reshape(Q.shape[0], Q.shape[0] + 1)
+    return Qp[:, :-1].copy(), Qp[:, -1].copy(), {"f0": f0, "f1": f1, "nit": int(res.nit),
+                                                   "nfev": int(res.nfev)}
+
+
+def lower_folds(Q, c, D):
+    """z = R_g u + r_g for every prefix g of the given layers (C order); (1, D, D) for none."""
+    R = np.eye(D)[None]
+    r = np.zeros((1, D))
+    for q, cc in zip(Q, c):
+        r = (np.einsum("gij,nj->gni", R, cc) + r[:, None]).reshape(-1, D)
+        R = np.matmul(R[:, None], q[None]).reshape(-1, D, D)
+    return R, r
+
+
+def group_moments(counts, means, scatters, G, Nj):
+    """Pool path statistics over the upper part of the path: per (lower prefix g, node i) the
+    count n, the sum s1 = sum v and the second moment s2 = sum v v^T."""
+    D = means.shape[-1]
+    N = counts.reshape(G, Nj, -1)
+    m = means.reshape(G, Nj, -1, D)
+    C = scatters.reshape(G, Nj, -1, D, D)
+    n = N.sum(axis=2)
+    s1 = np.einsum("giu,giud->gid", N, m)
+    s2 = C.sum(axis=2) + np.matmul(np.swapaxes(N[..., None] * m, 2, 3), m)
+    return n, s1, s2
+
+
+def augmented_second_moment(n, s1, s2):
+    """S' = sum v' v'^T with v' = [v; 1], for a stack of groups."""
+    G, D = s1.shape
+    S = np.empty((G, D + 1, D + 1))
+    S[:, :D, :D] = s2
+    S[:, :D, D] = s1
+    S[:, D, :D] = s1
+    S[:, D, D] = n
+    return S
+
+
+def mstep(Q, c, stats, layers, *, reg_covar, method, lbfgs_maxiter, rng, n_threads):
+    """One M-step sweep from layer k (next to x) down to layer 1. Returns new (Q, c) lists and
+    a per-layer list of node reports. Empty nodes are re-seeded from their layer's busiest node."""
+    D = stats.means.shape[1]
+    Q = [q.copy() for q in Q]
+    c = [cc.copy() for cc in c]
+    counts = stats.counts
+    means = stats.means.copy()
+    scat = stats.scatters + (reg_covar * counts)[:, None, None] * np.eye(D)
+    reports = [None] * len(layers)
+    for j in reversed(range(len(layers))):
+        Nj = layers[j]
+        G = int(np.prod(layers[:j], dtype=np.int64))
+        n, s1, s2 = group_moments(counts, means, scat, G, Nj)
+        R, r = lower_folds(Q[:j], c[:j], D)
+        omegas = np.matmul(np.swapaxes(R, 1, 2), R)
+        Rr = np.einsum("gji,gj->gi", R, r)
+        rr = np.einsum("gi,gi->g", r, r)
+        node_counts = n.sum(axis=0)
+
+        def fit_node(i):
+            if node_counts[i] <= 0:
+                return None
+            live = n[:, i] > 0
+            S = augmented_second_moment(n[live, i], s1[live, i], s2[live, i])
+            s1p = np.concatenate([s1[live, i], n[live, i][:, None]], axis=1)
+            L = Rr[live].T @ s1p
+            c0 = float(n[live, i] @ rr[live])
+            m = method if method != "auto" else choose_method(int(live.sum()), D, lbfgs_maxiter)
+            obj = NodeObjective(omegas[live], S, L, c0, node_counts[i], m)
+            q, cc, info = optimize_node(obj, Q[j][i], c[j][i], lbfgs_maxiter)
+            info["method"] = m
+            return q, cc, info
+
+        with single_threaded_blas():
+            if n_threads > 1 and Nj > 1:
+                with ThreadPoolExecutor(max_workers=min(n_threads, Nj)) as pool:
+                    results = list(pool.map(fit_node, range(Nj)))
+            else:
+                results = [fit_node(i) for i in range(Nj)]
+        reports[j] = []
+        for i, res in enumerate(results):
+            if res is not None:
+                Q[j][i], c[j][i], info = res
+                reports[j].append(info)
+        reports[j].append({"reseeded": reseed_empty_nodes(Q[j], c[j], node_counts, rng)})
+        # push the path statistics through the refitted layer: v_{j-1} = Q v_j + c
+        m4 = means.reshape(G, Nj, -1, D)
+        C5 = scat.reshape(G, Nj, -1, D, D)
+        Qb = Q[j][None, :, None]
+        means = (np.einsum("nij,gnuj->gnui", Q[j], m4) + c[j][None, :, None]).reshape(-1, D)
+        scat = np.matmul(np.matmul(Qb, C5), np.swapaxes(Qb, -1, -2)).reshape(-1, D, D)
+    return Q, c, reports
+
+
+def reseed_empty_nodes(Q, c, node_counts, rng, jitter=0.05):
+    """Give every node without points a perturbed copy of the busiest node of its layer, so that
+    no part of the network dies; returns how many were re-seeded."""
+    empty = np.flatnonzero(node_counts <= 0)
+    if len(empty) == 0 or node_counts.max() <= 0:
+        return 0
+    src = int(np.argmax(node_counts))
+    D = Q.shape[1]
+    for i in empty:
+        Q[i] = (np.eye(D) + jitter / np.sqrt(D) * rng.standard_normal((D, D))) @ Q[src]
+        c[i] = c[src] + jitter * rng.standard_normal(D)
+    return len(empty)
+
+
+def path_prior(counts, layers, kind, floor=1e-3):
+    """Joint (N_p / N) or factorized (per-layer node frequencies) prior; every weight is floored
+    at ``floor`` times the uniform weight, then renormalised, so a path that lost its points
+    can win them back. Returns (joint (N_1, ..., N_k), per-layer list or None)."""
+    counts = np.asarray(counts, dtype=np.float64).reshape(layers)
+    if kind == "factorized":
+        per_layer = []
+        for j in range(len(layers)):
+            f = counts.sum(axis=tuple(a for a in range(len(layers)) if a != j))
+            f = np.maximum(f / max(f.sum(), 1e-300), floor / layers[j])
+            per_layer.append(f / f.sum())
+        joint = per_layer[0]
+        for f in per_layer[1:]:
+            joint = np.multiply.outer(joint, f)
+        return joint.reshape(layers), per_layer
+    w = np.maximum(counts / max(counts.sum(), 1e-300), floor / counts.size)
+    return w / w.sum(), None
