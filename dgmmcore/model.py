@@ -249,5 +249,12 @@ class DeepGMM:
         covs = np.matmul(omega, np.swapaxes(omega, 1, 2))
         return self.weights_.ravel().copy(), mean, covs
 
+    # ------------------------------------------------------------------ persistence
+    def save(self, path):
+        """Write the model to ``path`` (.npz, format documented in dgmmcore._persistence);
+        the write is atomic. Read it back with ``dgmmcore.load``."""
+        from ._persistence import save_model
+        save_model(self, path)
+
     def __repr__(self):
         return f"DeepGMM(layers={self.layers!r}, estep={self.estep!r})"

@@ -1,0 +1,146 @@
+"""Model files: a versioned .npz of plain arrays, written atomically, read without pickle.
+
+Format version 1 holds:
+  format_version (int), library_version (str), meta (JSON str: layers, n_features,
+  path_prior, hyperparameters), transforms_<j>, biases_<j> for j = 0..k-1, weights (joint prior),
+  layer_weights_<j> (factorized prior only), and optionally fit state (history JSON).
+"""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_MAGIC = "dgmmcore-model"
+HYPERPARAMETERS = ("estep", "path_prior", "mstep", "max_iter", "tol", "lbfgs_maxiter",
+                   "warm_passes", "n_restarts", "restart_passes", "reg_covar", "n_init",
+                   "random_state", "n_threads", "verbose")
+
+
+def _jsonable(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return v
+    return repr(v)  # e.g. a Generator as random_state: recorded, not restored
+
+
+def atomic_savez(path, arrays):
+    """np.savez to a temporary file in the target folder, then rename over ``path``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def model_arrays(model, extra=None):
+    from . import __version__
+    meta = {
+        "magic": _MAGIC,
+        "layers": [int(n) for n in model.weights_.shape],
+        "n_features": int(model.n_features_in_),
+        "hyperparameters": {k: _jsonable(getattr(model, k)) for k in HYPERPARAMETERS},
+        "history": getattr(model, "history_", None),
+        "n_iter": getattr(model, "n_iter_", None),
+        "converged": getattr(model, "converged_", None),
+    }
+    if extra:
+        meta.update(extra)
+    arrays = {
+        "format_version": np.array(FORMAT_VERSION),
+        "library_version": np.array(__version__),
+        "meta": np.array(json.dumps(meta, default=_jsonable)),
+        "weights": model.weights_,
+    }
+    for j, (A, b) in enumerate(zip(model.transforms_, model.biases_)):
+        arrays[f"transforms_{j}"] = A
+        arrays[f"biases_{j}"] = b
+    if model.layer_weights_ is not None:
+        for j, w in enumerate(model.layer_weights_):
+            arrays[f"layer_weights_{j}"] = w
+    return arrays
+
+
+def save_model(model, path, extra=None):
+    model._check_fitted()
+    atomic_savez(path, model_arrays(model, extra))
+
+
+def _fail(path, why):
+    raise ValueError(f"{path!s} is not a readable dgmmcore model file: {why}")
+
+
+def read_model_file(path):
+    """Parse a model file into (meta dict, transforms, biases, weights, layer_weights)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as exc:
+        _fail(path, f"cannot be read as .npz ({type(exc).__name__}: {exc})")
+    if "format_version" not in data or "meta" not in data:
+        _fail(path, "it has no format_version/meta entries (not written by dgmmcore)")
+    try:
+        version = int(data["format_version"])
+        meta = json.loads(str(data["meta"]))
+    except (TypeError, ValueError) as exc:
+        _fail(path, f"corrupted header ({exc})")
+    if meta.get("magic") != _MAGIC:
+        _fail(path, "wrong magic string")
+    if version > FORMAT_VERSION:
+        _fail(path, f"format version {version} is newer than this dgmmcore reads "
+                    f"({FORMAT_VERSION}); upgrade dgmmcore")
+    if version < 1:
+        _fail(path, f"unknown format version {version}")
+    k = len(meta.get("layers", []))
+    try:
+        transforms = [data[f"transforms_{j}"] for j in range(k)]
+        biases = [data[f"biases_{j}"] for j in range(k)]
+        weights = data["weights"]
+    except KeyError as exc:
+        _fail(path, f"missing array {exc}")
+    layer_weights = None
+    if "layer_weights_0" in data:
+        layer_weights = [data[f"layer_weights_{j}"] for j in range(k)]
+    if k == 0 or tuple(weights.shape) != tuple(meta["layers"]):
+        _fail(path, "layer sizes in the header do not match the stored prior")
+    return meta, transforms, biases, weights, layer_weights
+
+
+def load_model(path):
+    """Load a model written by ``DeepGMM.save``; never unpickles."""
+    from ._validation import check_params
+    from .model import DeepGMM
+    meta, transforms, biases, weights, layer_weights = read_model_file(path)
+    try:
+        A, b, joint, _ = check_params(transforms, biases, weights)
+    except (TypeError, ValueError) as exc:
+        _fail(path, f"invalid parameters ({exc})")
+    hyper = {k: v for k, v in meta.get("hyperparameters", {}).items() if k in HYPERPARAMETERS}
+    if isinstance(hyper.get("random_state"), str):
+        hyper["random_state"] = None
+    model = DeepGMM(layers=tuple(meta["layers"]), **hyper)
+    # install the stored arrays as they are, so a save/load round trip is bit-exact
+    model._set_params(transforms, biases, weights, layer_weights)
+    if meta.get("history") is not None:
+        model.history_ = meta["history"]
+        model.n_iter_ = meta.get("n_iter")
+        model.converged_ = meta.get("converged")
+    return model
