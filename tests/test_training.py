@@ -1,0 +1,198 @@
+"""DeepGMM.fit: EM behaviour on data from known models, against scikit-learn, determinism."""
+import warnings
+
+import numpy as np
+import pytest
+
+from dgmmcore import ConvergenceWarning, DeepGMM
+from dgmmcore import _estep
+from _reference import random_params
+
+
+def known_model(layers=(3, 2), D=3, seed=1, bias=4.0):
+    rng = np.random.default_rng(seed)
+    A, b, w = random_params(layers, D, rng, scale=1.0, bias=bias)
+    return DeepGMM.from_params(A, b, w)
+
+
+def test_soft_em_one_layer_matches_sklearn():
+    from sklearn.mixture import GaussianMixture
+    true = known_model((4,), D=3, seed=0, bias=2.0)
+    X, _ = true.sample(3000, random_state=0)
+    rng = np.random.default_rng(0)
+    means0 = X[rng.choice(len(X), 4, replace=False)]
+    cov0 = np.stack([np.cov(X.T)] * 4)
+    w0 = np.full(4, 0.25)
+    gm = GaussianMixture(4, covariance_type="full", weights_init=w0, means_init=means0,
+                         precisions_init=np.linalg.inv(cov0), tol=1e-9, max_iter=1000,
+                         reg_covar=1e-6).fit(X)
+    model = DeepGMM.from_params([np.linalg.cholesky(cov0)], [means0], w0, estep="soft",
+                                warm_start=True, max_iter=1000, tol=1e-9, reg_covar=1e-6)
+    model.fit(X)
+    assert model.score(X) == pytest.approx(gm.score(X), abs=1e-5)
+    np.testing.assert_allclose(np.sort(model.weights_), np.sort(gm.weights_), atol=1e-4)
+
+
+def test_full_search_hard_em_objective_never_decreases():
+    true = known_model((3, 2), D=3, seed=2)
+    X, _ = true.sample(3000, random_state=0)
+    model = DeepGMM((3, 2), estep="full", max_iter=30, tol=0, random_state=0, reg_covar=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X)
+    obj = np.array([h["objective"] for h in model.history_])
+    # the prior floor can cost at most ~1e-3/P per row; allow that much slack
+    assert np.all(np.diff(obj) > -1e-4), np.diff(obj).min()
+    assert obj[-1] > obj[0] + 0.1
+
+
+@pytest.mark.parametrize("estep", ["full", "heuristic", "soft"])
+def test_fit_recovers_known_model(estep):
+    true = known_model((3, 2), D=3, seed=3)
+    X, _ = true.sample(4000, random_state=0)
+    Xt, _ = true.sample(4000, random_state=1)
+    model = DeepGMM((3, 2), estep=estep, max_iter=100, n_init=4, random_state=0).fit(X)
+    # hard EM is biased where components overlap; a held-out gap of 0.15 nats is a good fit
+    # (a single Gaussian is more than 2 nats worse here)
+    assert model.score(Xt) > true.score(Xt) - 0.15
+    assert np.isfinite(model.history_[-1]["objective"])
+
+
+def test_heuristic_finds_full_search_path_on_converged_model():
+    true = known_model((4, 3, 2), D=4, seed=4)
+    X, _ = true.sample(4000, random_state=0)
+    model = DeepGMM((4, 3, 2), estep="heuristic", max_iter=40, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        heuristic_paths = model.fit_predict(X)
+    exact = model.predict(X)
+    assert (heuristic_paths == exact).all(axis=1).mean() > 0.95
+    # cold starts only: more random restarts find more of the exact paths
+    table = model._path_table()
+    found = [(_estep.heuristic_estep(table, X, None, np.random.default_rng(0), 1, 0, r, 3)[0]
+              == exact).all(axis=1).mean() for r in (1, 6)]
+    assert found[1] > found[0] and found[1] > 0.85
+
+
+def test_fit_then_predict_agrees_with_final_estep():
+    true = known_model((3, 2), D=3, seed=5)
+    X, _ = true.sample(1000, random_state=0)
+    model = DeepGMM((3, 2), estep="full", max_iter=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = model.fit_predict(X)
+    np.testing.assert_array_equal(labels, model.predict(X))
+
+
+@pytest.mark.parametrize("estep", ["heuristic", "full"])
+def test_fit_is_reproducible_and_thread_invariant(estep):
+    true = known_model((3, 2, 2), D=4, seed=6)
+    X, _ = true.sample(3000, random_state=0)
+    fits = []
+    for threads in (1, 2, 2):
+        m = DeepGMM((3, 2, 2), estep=estep, max_iter=5, random_state=7, n_threads=threads)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            m.fit(X)
+        fits.append(m)
+    for other in fits[1:]:
+        for a, b in zip(fits[0].transforms_ + fits[0].biases_, other.transforms_ + other.biases_):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(fits[0].weights_, other.weights_)
+
+
+def test_history_and_convergence_warning():
+    true = known_model((2, 2), D=2, seed=7)
+    X, _ = true.sample(500, random_state=0)
+    model = DeepGMM((2, 2), max_iter=2, tol=0, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        model.fit(X)
+    assert model.n_iter_ == 2 and not model.converged_
+    assert len(model.history_) == 3
+    for key in ("objective", "switch_rate", "estep_seconds"):
+        assert key in model.history_[0]
+    assert "mstep_seconds" in model.history_[0]
+    assert 0 <= model.history_[-1]["switch_rate"] <= 1
+
+
+def test_verbose_prints_iterations(capsys):
+    X, _ = known_model((2, 2), D=2).sample(300, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        DeepGMM((2, 2), max_iter=2, random_state=0, verbose=1).fit(X)
+    out = capsys.readouterr().out
+    assert "iter    1" in out and "switch" in out and "ETA" in out
+
+
+def test_factorized_prior():
+    X, _ = known_model((3, 2), D=3).sample(2000, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = DeepGMM((3, 2), path_prior="factorized", max_iter=10, random_state=0).fit(X)
+    assert m.layer_weights_ is not None
+    np.testing.assert_allclose(m.weights_, np.outer(*m.layer_weights_), rtol=1e-12)
+
+
+def test_warm_start_continues():
+    X, _ = known_model((3, 2), D=3).sample(2000, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = DeepGMM((3, 2), max_iter=3, random_state=0, warm_start=True).fit(X)
+        first = m.history_[-1]["objective"]
+        m.fit(X)
+    # the second fit starts from the first one's parameters and paths: the warm pass can only
+    # keep or improve every row's path, so its first objective is at least the last one
+    assert m.history_[0]["objective"] >= first - 1e-9
+    assert m.history_[0]["objective"] < first + 0.05
+
+
+def test_empty_nodes_are_reseeded_and_parameters_stay_finite():
+    # two tight clusters and far more nodes than they need
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 0.1, (300, 2)), rng.normal(5, 0.1, (300, 2))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = DeepGMM((6, 4), max_iter=10, random_state=0).fit(X)
+    for a in m.transforms_ + m.biases_:
+        assert np.all(np.isfinite(a))
+    assert np.all(m.weights_ > 0)
+    assert np.isfinite(m.score(X))
+
+
+def test_degenerate_data_stays_finite():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 4))
+    X[:, 2] = 3.0            # a constant pixel
+    X[:, 3] = X[:, 0]        # a duplicated one
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = DeepGMM((2, 2), max_iter=5, random_state=0, reg_covar=1e-4).fit(X)
+    assert all(np.isfinite(a).all() for a in m.transforms_ + m.biases_)
+    assert np.isfinite(m.score_samples(X)).all()
+
+
+@pytest.mark.parametrize("kwargs,err,msg", [
+    ({"layers": ()}, ValueError, "at least one layer"),
+    ({"layers": (2, 0)}, ValueError, "layers\\[1\\]"),
+    ({"layers": (2, -1)}, ValueError, ">= 1"),
+    ({"layers": (2, 1.5)}, TypeError, "integer"),
+    ({"layers": "abc"}, TypeError, "integer"),
+    ({"n_threads": 0}, ValueError, "n_threads"),
+    ({"tol": -1.0}, ValueError, "tol"),
+    ({"max_iter": -2}, ValueError, "max_iter"),
+    ({"estep": "fast"}, ValueError, "estep"),
+    ({"mstep": "newton"}, ValueError, "mstep"),
+    ({"path_prior": "dirichlet"}, ValueError, "path_prior"),
+    ({"reg_covar": float("nan")}, ValueError, "reg_covar"),
+    ({"n_init": 0}, ValueError, "n_init"),
+    ({"random_state": "seed"}, TypeError, "random_state"),
+])
+def test_bad_hyperparameters(kwargs, err, msg):
+    X = np.random.default_rng(0).standard_normal((50, 2))
+    with pytest.raises(err, match=msg):
+        DeepGMM(**{"layers": (2, 2), **kwargs}).fit(X)
+
+
+def test_too_few_rows():
+    with pytest.raises(ValueError, match="at least 2"):
+        DeepGMM((2,)).fit(np.zeros((1, 3)))
