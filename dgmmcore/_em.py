@@ -83,29 +83,73 @@ class EMRun:
         self.A, self.b = forward_nodes(self.Q, self.c)
         return reports
 
-    def run(self):
+    def resume_from(self, state):
+        """Continue a checkpointed run: paths, history, previous objective and generator."""
+        self.start(warm=True)
+        self.Q, self.c = [np.array(q) for q in state["Q"]], [np.array(c) for c in state["c"]]
+        self.paths = state["paths"]
+        self.history = list(state["history"])
+        self.rng.bit_generator.state = state["rng_state"]
+
+    def run(self, checkpoint=None, checkpoint_every=1):
+        """EM iterations until convergence or max_iter; an interrupt leaves the last completed
+        iteration's parameters in place (``self.interrupted`` tells)."""
         m = self.model
-        prev = None
+        done = len(self.history)  # > 0 when resuming from a checkpoint
+        prev = self.history[-1]["objective"] if done else None
         t_fit = time.perf_counter()
-        for it in range(1, m.max_iter + 2):
-            t0 = time.perf_counter()
-            objective, stats, switch = self.estep()
-            t1 = time.perf_counter()
-            record = {"iter": it - 1, "objective": objective, "switch_rate": switch,
-                      "estep_seconds": t1 - t0}
-            self.objective = objective
-            if prev is not None and abs(objective - prev) < m.tol:
-                self.converged = True
-            if self.converged or it > m.max_iter:
+        self.interrupted = False
+        try:
+            for it in range(done + 1, m.max_iter + 2):
+                t0 = time.perf_counter()
+                objective, stats, switch = self.estep()
+                t1 = time.perf_counter()
+                record = {"iter": it - 1, "objective": objective, "switch_rate": switch,
+                          "estep_seconds": t1 - t0}
+                self.objective = objective
+                if prev is not None and abs(objective - prev) < m.tol:
+                    self.converged = True
+                if self.converged or it > m.max_iter:
+                    self._finish(record, t_fit)
+                    break
+                state = self.snapshot()
+                reports = self.mstep(stats)
+                record["mstep_seconds"] = time.perf_counter() - t1
+                record["lbfgs_iterations"] = int(sum(r.get("nit", 0) for rl in reports for r in rl))
+                record["reseeded"] = int(sum(r.get("reseeded", 0) for rl in reports for r in rl))
                 self._finish(record, t_fit)
-                break
-            reports = self.mstep(stats)
-            record["mstep_seconds"] = time.perf_counter() - t1
-            record["lbfgs_iterations"] = int(sum(r.get("nit", 0) for rl in reports for r in rl))
-            record["reseeded"] = int(sum(r.get("reseeded", 0) for rl in reports for r in rl))
-            self._finish(record, t_fit)
-            prev = objective
+                prev = objective
+                if checkpoint is not None and len(self.history) % checkpoint_every == 0:
+                    self.write_checkpoint(checkpoint)
+        except KeyboardInterrupt:
+            if "state" in locals() and len(self.history) < it:
+                self.restore(state)  # interrupted inside the M-step: undo the partial update
+            self.interrupted = True
         return self
+
+    def snapshot(self):
+        return (self.A, self.b, self.weights, self.layer_weights, self.Q, self.c)
+
+    def restore(self, state):
+        self.A, self.b, self.weights, self.layer_weights, self.Q, self.c = state
+
+    def write_checkpoint(self, path):
+        """The model after the last M-step plus what a resumed run needs to continue exactly:
+        the rows' paths (heuristic warm start), the history and the generator state."""
+        from ._persistence import atomic_savez, model_arrays
+        model = self.model
+        model._set_params(self.A, self.b, self.weights, self.layer_weights)
+        model.history_ = self.history
+        model.n_iter_ = len(self.history)
+        model.converged_ = False
+        arrays = model_arrays(model, {"checkpoint": {"rng_state": self.rng.bit_generator.state}})
+        if self.paths is not None:
+            arrays["checkpoint_paths"] = np.asarray(self.paths, dtype=np.int64)
+        for j, (q, c) in enumerate(zip(self.Q, self.c)):
+            # the inverse maps as the run holds them: inv(inv(Q)) would differ in the last bits
+            arrays[f"checkpoint_Q_{j}"] = q
+            arrays[f"checkpoint_c_{j}"] = c
+        atomic_savez(path, arrays)
 
     def _finish(self, record, t_fit):
         self.history.append(record)
@@ -126,14 +170,20 @@ def _print_record(r, elapsed, max_iter):
     print(line, flush=True)
 
 
-def fit_model(model, X, rng, n_threads):
-    """Run ``n_init`` EM runs and install the best (highest final objective) in ``model``."""
+def fit_model(model, X, rng, n_threads, checkpoint=None, checkpoint_every=1, resume=None):
+    """Run ``n_init`` EM runs (one when warm-starting or resuming) and return the best (highest
+    final objective). A KeyboardInterrupt stops at once and returns the interrupted run."""
     best = None
     warm = bool(model.warm_start) and hasattr(model, "transforms_")
-    for _ in range(1 if warm else model.n_init):
+    for _ in range(1 if (warm or resume) else model.n_init):
         run = EMRun(model, X, rng, n_threads)
-        run.start(warm)
-        run.run()
+        if resume is not None:
+            run.resume_from(resume)
+        else:
+            run.start(warm)
+        run.run(checkpoint, checkpoint_every)
+        if run.interrupted:
+            return run
         if best is None or run.objective > best.objective:
             best = run
     if not best.converged:

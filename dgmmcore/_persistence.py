@@ -143,4 +143,15 @@ def load_model(path):
         model.history_ = meta["history"]
         model.n_iter_ = meta.get("n_iter")
         model.converged_ = meta.get("converged")
+    if "checkpoint" in meta:
+        with np.load(path, allow_pickle=False) as f:
+            paths = f["checkpoint_paths"].astype(np.intp) if "checkpoint_paths" in f.files else None
+            k = len(meta["layers"])
+            try:
+                Q = [f[f"checkpoint_Q_{j}"] for j in range(k)]
+                c = [f[f"checkpoint_c_{j}"] for j in range(k)]
+            except KeyError as exc:
+                _fail(path, f"incomplete checkpoint (missing {exc})")
+        model._resume_state = {"paths": paths, "history": meta["history"], "Q": Q, "c": c,
+                               "rng_state": meta["checkpoint"]["rng_state"]}
     return model

@@ -81,9 +81,12 @@ def cmd_fit(args):
     train, test, what = load_training_data(args)
     print(f"data: {what}: {train.shape[0]} train rows, {test.shape[0]} held-out, "
           f"{train.shape[1]} dims", flush=True)
+    resume = False
     if args.resume:
         model = load(args.resume)
-        model.warm_start = True
+        # a checkpoint continues its run exactly; a plain model file warm-starts a new one
+        resume = getattr(model, "_resume_state", None) is not None
+        model.warm_start = not resume
         model.max_iter = args.iters
         model.verbose = 1
         if args.threads:
@@ -97,7 +100,7 @@ def cmd_fit(args):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported below instead
-        model.fit(train)
+        model.fit(train, checkpoint=args.checkpoint, resume=resume)
     seconds = time.perf_counter() - t0
     if not model.converged_:
         print(f"stopped at --iters {model.max_iter} before converging (tol {model.tol})")
@@ -202,7 +205,10 @@ def build_parser():
     f.add_argument("--threads", type=_positive, default=None)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", default="dgmm-model.npz")
-    f.add_argument("--resume", metavar="MODEL", help="continue training a saved model")
+    f.add_argument("--checkpoint", metavar="PATH",
+                   help="write a resumable checkpoint after every iteration")
+    f.add_argument("--resume", metavar="PATH",
+                   help="continue a checkpoint (to --iters in total) or warm-start a model")
     f.set_defaults(func=cmd_fit)
     s = sub.add_parser("score", help="mean held-out log-likelihood of data under a model")
     s.add_argument("model")

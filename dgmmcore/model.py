@@ -1,4 +1,6 @@
 """The DeepGMM estimator: parameters, exact density, best paths, sampling, export, training."""
+import warnings
+
 import numpy as np
 from scipy.special import logsumexp
 
@@ -155,30 +157,54 @@ class DeepGMM:
         if self.estep == "heuristic" and self.warm_passes == 0 and self.n_restarts == 0:
             raise ValueError("the heuristic E-step needs warm_passes >= 1 or n_restarts >= 1")
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, checkpoint=None, checkpoint_every=1, resume=False):
         """Fit by hard EM (or soft EM with estep='soft'); returns self.
 
         Records per iteration in ``history_`` (objective, switch rate, E- and M-step seconds),
         sets ``n_iter_`` and ``converged_``, and warns with ConvergenceWarning when max_iter is
         reached first. ``objective_`` is the final mean objective: the mean best-path
         log-density for hard EM, the mean log-likelihood for soft EM.
+
+        checkpoint : path; every ``checkpoint_every`` iterations the model and the state needed
+            to continue are written there atomically (a normal model file: ``dgmmcore.load``).
+        resume : continue the run saved in the checkpoint this model was loaded from, so that
+            it ends where an uninterrupted fit with the same data would.
+
+        Ctrl-C (KeyboardInterrupt) stops the fit and leaves the model at its last completed
+        iteration, usable and saveable; the KeyboardInterrupt is then re-raised.
         """
         self._check_parameters()
-        if self.warm_start and hasattr(self, "transforms_"):
+        if checkpoint_every is not None:
+            check_int(checkpoint_every, "checkpoint_every", minimum=1)
+        state = None
+        if resume:
+            state = getattr(self, "_resume_state", None)
+            if state is None:
+                raise ValueError("resume=True needs a model loaded from a checkpoint file "
+                                 "(fit(..., checkpoint=PATH) writes them)")
+        if (self.warm_start or resume) and hasattr(self, "transforms_"):
             if tuple(self.weights_.shape) != self.layers:
                 raise ValueError(f"warm_start: the fitted network has layers "
                                  f"{tuple(self.weights_.shape)}, not {self.layers}")
             X = check_data(X, n_features=self.n_features_in_, min_samples=2)
         else:
             X = check_data(X, min_samples=2)
+        if state is not None and state["paths"] is not None and len(state["paths"]) != len(X):
+            raise ValueError(f"resume: the checkpoint was written for {len(state['paths'])} "
+                             f"rows, X has {len(X)}")
         rng = check_random_state(self.random_state)
-        run = _em.fit_model(self, X, rng, self._threads())
+        run = _em.fit_model(self, X, rng, self._threads(), checkpoint, checkpoint_every, state)
         self._set_params(run.A, run.b, run.weights, run.layer_weights)
         self.history_ = run.history
-        self.n_iter_ = len(run.history) - 1
+        self.n_iter_ = sum(1 for r in run.history if "mstep_seconds" in r)
         self.converged_ = run.converged
         self.objective_ = run.objective
         self._train_paths = run.paths
+        self._resume_state = None
+        if run.interrupted:
+            warnings.warn(f"fit interrupted: the model holds the parameters after "
+                          f"{self.n_iter_} completed iterations", RuntimeWarning, stacklevel=2)
+            raise KeyboardInterrupt
         return self
 
     def fit_predict(self, X, y=None):

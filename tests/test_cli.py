@@ -32,6 +32,15 @@ def test_fit_score_sample_info_on_npy(tmp_path, capsys):
     assert main(["fit", "--data", str(tmp_path / "x.npy"), "--iters", "1", "--resume", str(out),
                  "--out", str(tmp_path / "m2.npz"), "--seed", "1"]) == 0
     assert load(tmp_path / "m2.npz").layers == (2, 2)
+    # a checkpoint resumes its run and ends where the uninterrupted fit ends
+    ck = tmp_path / "ck.npz"
+    args = ["fit", "--data", str(tmp_path / "x.npy"), "--layers", "2,2", "--seed", "1"]
+    assert main(args + ["--iters", "2", "--checkpoint", str(ck), "--out", str(tmp_path / "a.npz")]) == 0
+    assert main(args + ["--iters", "4", "--resume", str(ck), "--out", str(tmp_path / "b.npz")]) == 0
+    assert main(args + ["--iters", "4", "--out", str(tmp_path / "c.npz")]) == 0
+    b, c = load(tmp_path / "b.npz"), load(tmp_path / "c.npz")
+    for x, y in zip(b.transforms_, c.transforms_):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):
