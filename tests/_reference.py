@@ -38,7 +38,7 @@ def component_logpdf(X, transforms, biases, weights):
     """(n, P) log pi_p + log N(x | p) with scipy.stats."""
     ws, means, covs = path_gaussians(transforms, biases, weights)
     with np.errstate(divide="ignore"):
-        return np.stack([np.log(w) + multivariate_normal(m, c, allow_singular=False).logpdf(X)
+        return np.stack([np.log(w) + np.atleast_1d(multivariate_normal(m, c).logpdf(X))
                          for w, m, c in zip(ws, means, covs)], axis=1).reshape(len(X), -1)
 
 

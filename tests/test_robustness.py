@@ -1,0 +1,145 @@
+"""Bad input at every public entry, property-based checks run in a child process (so that a
+crash is caught and reported, not fatal to the test run), and concurrent use of one model."""
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import dgmmcore
+from dgmmcore import DeepGMM
+from _reference import random_params
+
+
+@pytest.fixture(scope="module")
+def model():
+    A, b, w = random_params((3, 2), 4, np.random.default_rng(0))
+    return DeepGMM.from_params(A, b, w)
+
+
+BAD_X = [
+    (np.zeros((3, 5)), ValueError, "features"),
+    (np.zeros((2, 2, 4)), ValueError, "2-D"),
+    (np.zeros((0, 4)), ValueError, "samples"),
+    (np.full((2, 4), np.nan), ValueError, "NaN"),
+    (np.full((2, 4), -np.inf), ValueError, "infinity"),
+    (np.ones((2, 4)) * 1j, TypeError, "complex"),
+    (np.array([[None] * 4], dtype=object), TypeError, "numbers"),
+    ([[1, 2], [3]], ValueError, "converted"),
+    (np.zeros((2, 4), dtype="datetime64[s]"), TypeError, "numbers"),
+]
+
+
+@pytest.mark.parametrize("X,err,msg", BAD_X)
+@pytest.mark.parametrize("entry", ["score_samples", "score", "predict", "predict_proba", "fit"])
+def test_bad_data_at_every_entry(model, entry, X, err, msg):
+    if entry == "fit":
+        target = DeepGMM.from_params(model.transforms_, model.biases_, model.weights_,
+                                     warm_start=True, max_iter=1)
+        call = target.fit
+    else:
+        call = getattr(model, entry)
+    with pytest.raises(err, match=msg):
+        call(X)
+
+
+@pytest.mark.parametrize("n,err", [(0, ValueError), (-3, ValueError), (1.5, TypeError),
+                                   ("10", TypeError), (True, TypeError)])
+def test_bad_sample_sizes(model, n, err):
+    with pytest.raises(err, match="n_samples"):
+        model.sample(n)
+
+
+def test_fit_on_fewer_rows_than_needed():
+    with pytest.raises(ValueError, match="at least 2"):
+        DeepGMM((2,)).fit([[1.0, 2.0]])
+
+
+def test_integer_and_bool_data_are_converted(model):
+    Xi = np.arange(8).reshape(2, 4)
+    np.testing.assert_array_equal(model.score_samples(Xi), model.score_samples(Xi.astype(float)))
+
+
+def test_concurrent_scoring_from_python_threads(model):
+    X, _ = model.sample(5000, random_state=0)
+    serial = model.score_samples(X)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: model.score_samples(X), range(8)))
+    for r in results:
+        np.testing.assert_array_equal(r, serial)
+
+
+PROPERTY_SCRIPT = textwrap.dedent("""
+    import sys, warnings
+    import numpy as np
+    from hypothesis import given, settings, strategies as st, HealthCheck
+    sys.path.insert(0, sys.argv[1])
+    from _reference import logpdf, random_params
+    from dgmmcore import DeepGMM
+
+    warnings.simplefilter("ignore")
+
+    @st.composite
+    def cases(draw):
+        layers = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=3)))
+        D = draw(st.integers(1, 5))
+        n = draw(st.integers(1, 40))
+        seed = draw(st.integers(0, 2**16))
+        dtype = draw(st.sampled_from(["float64", "float32", "int64", "float16"]))
+        layout = draw(st.sampled_from(["C", "F", "strided", "list"]))
+        scale = draw(st.sampled_from([1e-6, 1e-2, 1.0, 1e3, 1e6]))
+        return layers, D, n, seed, dtype, layout, scale
+
+    @settings(max_examples=int(sys.argv[2]), deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(cases())
+    def check(case):
+        layers, D, n, seed, dtype, layout, scale = case
+        rng = np.random.default_rng(seed)
+        A, b, w = random_params(layers, D, rng)
+        model = DeepGMM.from_params(A, b, w, n_threads=2)
+        base = rng.standard_normal((2 * n, D)) * scale
+        X = base.astype(dtype)
+        if layout == "F":
+            X = np.asfortranarray(X)[:n]
+        elif layout == "strided":
+            X = X[::2]
+        else:
+            X = X[:n]
+        data = X.tolist() if layout == "list" else X
+        try:
+            s = model.score_samples(data)
+            p = model.predict(data)
+        except (ValueError, TypeError) as exc:
+            # only non-finite values (float16 overflow) may be refused here
+            assert "NaN or infinity" in str(exc), exc
+            return
+        Xf = np.asarray(X, dtype=np.float64)
+        assert s.shape == (len(Xf),) and p.shape == (len(Xf), len(layers))
+        assert np.all(np.isfinite(s))
+        ref = logpdf(Xf, A, b, w)
+        tol = 1e-4 if np.asarray(X).dtype == np.float32 else 1e-9
+        assert np.allclose(s, ref, rtol=tol, atol=tol * (1 + np.abs(ref).max())), (s, ref)
+        if len(Xf) > 1 and model.path_prior == "joint":
+            m2 = DeepGMM(layers, max_iter=1, random_state=seed, n_threads=2)
+            try:
+                m2.fit(data)
+            except (ValueError, TypeError) as exc:
+                raise AssertionError(f"fit refused valid data: {exc}")
+            for a in m2.transforms_ + m2.biases_:
+                assert np.all(np.isfinite(a))
+    check()
+    print("PROPERTIES OK")
+""")
+
+
+def test_property_based_public_api_in_child_process():
+    tests_dir = os.path.dirname(__file__)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dgmmcore.__file__)))
+    res = subprocess.run([sys.executable, "-c", PROPERTY_SCRIPT, tests_dir, "60"],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, f"child exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    assert "PROPERTIES OK" in res.stdout
