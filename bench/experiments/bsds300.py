@@ -1,0 +1,203 @@
+"""The paper's BSDS300 experiments (van den Oord & Schrauwen 2014, section 4), one command each.
+
+    python bench/experiments/bsds300.py table1  [--root R] [--train N] [--test N] [--iters K]
+    python bench/experiments/bsds300.py figure4 [--dataset bsds300|lowres] ...
+    python bench/experiments/bsds300.py figure2 ...
+
+Every trained model is checkpointed after each EM iteration under --work (default bench/out/),
+so a run that is stopped resumes where it was when the same command is given again. Results
+go to bench/results/*.json (and PNG plots with matplotlib, when it is installed).
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "..", "results")
+DEFAULT_ROOT = os.path.join(HERE, "..", "..", "..", "shared", "data", "bsds300")
+
+# Table 1 of the paper: average test log-likelihood (nats) on 63-dim BSDS300 patches.
+PUBLISHED = {"RNADE 1hl": 143.2, "RNADE 6hl": 155.2, "EoRNADE 6hl": 157.0, "GMM": 153.7,
+             "STM": 155.3, "Deep GMM 3 layers": 156.2}
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import dgmmcore
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "dgmmcore": dgmmcore.__version__}
+
+
+def load_data(args, split, n):
+    from dgmmcore import datasets
+    if args.dataset == "lowres":
+        return datasets.load_bsds300_lowres(args.root, split, n_patches=n, random_state=args.seed)
+    return datasets.load_bsds300(args.root, split, n_patches=n, random_state=args.seed)
+
+
+def fit_or_resume(layers, X, args, tag, estep="heuristic"):
+    """Train with a checkpoint per iteration; resume from it when it exists."""
+    from dgmmcore import DeepGMM, load
+    os.makedirs(args.work, exist_ok=True)
+    ckpt = os.path.join(args.work, f"{tag}.ckpt.npz")
+    done = os.path.join(args.work, f"{tag}.model.npz")
+    if os.path.exists(done):
+        model = load(done)
+        return model, model.fit_seconds_
+    t0 = time.perf_counter()
+    spent = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if os.path.exists(ckpt):
+            model = load(ckpt)
+            model.verbose = 1
+            spent = sum(r.get("estep_seconds", 0) + r.get("mstep_seconds", 0)
+                        for r in model.history_)
+            print(f"[{tag}] resuming at iteration {model.n_iter_}", flush=True)
+            model.fit(X, checkpoint=ckpt, resume=True)
+        else:
+            model = DeepGMM(layers, estep=estep, max_iter=args.iters, random_state=args.seed,
+                            n_threads=args.threads, verbose=1)
+            model.fit(X, checkpoint=ckpt)
+    model.fit_seconds_ = spent + time.perf_counter() - t0
+    from dgmmcore._persistence import save_model
+    save_model(model, done, extra={"fit_seconds": model.fit_seconds_})
+    return model, model.fit_seconds_
+
+
+def evaluate(model, X):
+    s = model.score_samples(X)
+    return float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s)))
+
+
+def write_json(name, payload):
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, name)
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print(f"wrote {path}")
+
+
+def parse_layers(text):
+    return tuple(int(t) for t in text.split(","))
+
+
+def cmd_table1(args):
+    train = load_data(args, "train", args.train)
+    test = load_data(args, "test", args.test)
+    rows = []
+    for spec in args.models:
+        layers = parse_layers(spec)
+        tag = f"{args.dataset}-t1-{'x'.join(map(str, layers))}-n{len(train)}-s{args.seed}"
+        print(f"== {layers} on {len(train)} patches", flush=True)
+        model, seconds = fit_or_resume(layers, train, args, tag)
+        ll, se = evaluate(model, test)
+        rows.append({"layers": list(layers), "paths": int(np.prod(layers)),
+                     "parameters": int(model.n_parameters()), "train_patches": len(train),
+                     "test_patches": len(test), "em_iterations": model.n_iter_,
+                     "test_loglik": ll, "stderr": se, "fit_seconds": seconds,
+                     "threads": args.threads})
+        print(f"   test {ll:.3f} +- {se:.3f} nats, {seconds:.0f} s", flush=True)
+        write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
+                                            "models": rows})
+
+
+def cmd_figure4(args):
+    train = load_data(args, "train", args.train)
+    valid = load_data(args, "validation", args.test)
+    rows = []
+    for depth in (1, 2, 3):
+        for top in args.tops:
+            layers = (top,) + (5,) * (depth - 1)
+            tag = f"{args.dataset}-f4-{'x'.join(map(str, layers))}-n{len(train)}-s{args.seed}"
+            model, seconds = fit_or_resume(layers, train, args, tag)
+            ll, se = evaluate(model, valid)
+            rows.append({"layers": list(layers), "depth": depth, "top": top,
+                         "parameters": int(model.n_parameters()), "valid_loglik": ll,
+                         "stderr": se, "fit_seconds": seconds})
+            print(f"{layers}: validation {ll:.3f} +- {se:.3f}", flush=True)
+            write_json(f"figure4-{args.dataset}.json", {"machine": machine(), "rows": rows,
+                                                        "train_patches": len(train)})
+    plot_figure4(rows, args.dataset)
+
+
+def plot_figure4(rows, dataset):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for depth in (1, 2, 3):
+        pts = sorted((r["top"], r["valid_loglik"]) for r in rows if r["depth"] == depth)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=f"{depth} layer{'s' * (depth > 1)}")
+    ax.set_xlabel("components in the top layer")
+    ax.set_ylabel("validation log-likelihood (nats)")
+    ax.set_title(f"Figure 4 ({dataset})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(RESULTS, f"figure4-{dataset}.png"), dpi=120)
+
+
+def cmd_figure2(args):
+    """Heuristic vs full search on a trained network: log-likelihood of the best path found by
+    passes and by restarts, and the switch rate over EM iterations of a heuristic fit."""
+    from dgmmcore import _estep
+    train = load_data(args, "train", args.train)
+    layers = parse_layers(args.models[0])
+    tag = f"{args.dataset}-f2-{'x'.join(map(str, layers))}-n{len(train)}-s{args.seed}"
+    model, _ = fit_or_resume(layers, train, args, tag)
+    X = train[: args.test]
+    table = model._path_table()
+    _, _, exact = _estep.exact_scores(table, X, model._threads())
+    by_passes, by_restarts = [], []
+    for passes in range(1, 6):
+        _, score = _estep.coordinate_ascent(
+            table, X, np.random.default_rng(0).integers(0, layers, size=(len(X), len(layers))),
+            passes, model._threads())
+        by_passes.append(float(score.mean()))
+    for restarts in range(1, 6):
+        _, score, _ = _estep.heuristic_estep(table, X, None, np.random.default_rng(0),
+                                             model._threads(), 0, restarts, 3)
+        by_restarts.append(float(score.mean()))
+    write_json(f"figure2-{args.dataset}.json", {
+        "machine": machine(), "layers": list(layers), "rows": len(X),
+        "full_search": float(exact.mean()), "by_passes": by_passes, "by_restarts": by_restarts,
+        "switch_rate": [r["switch_rate"] for r in model.history_]})
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("command", choices=["table1", "figure4", "figure2"])
+    p.add_argument("--root", default=DEFAULT_ROOT)
+    p.add_argument("--dataset", choices=["bsds300", "lowres"], default="bsds300")
+    p.add_argument("--train", type=int, default=1_000_000)
+    p.add_argument("--test", type=int, default=250_000)
+    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--models", nargs="+", default=["200", "50,5", "100,5,5"])
+    p.add_argument("--tops", type=int, nargs="+", default=[10, 25, 50, 100, 200])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
+    args = p.parse_args(argv)
+    {"table1": cmd_table1, "figure4": cmd_figure4, "figure2": cmd_figure2}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
