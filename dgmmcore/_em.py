@@ -21,9 +21,9 @@ def _log(w):
 class EMRun:
     """State of one EM run: parameters in both forms, the last paths, the history."""
 
-    def __init__(self, model, X, rng, n_threads):
+    def __init__(self, model, source, rng, n_threads):
         self.model = model
-        self.X = X
+        self.source = source
         self.rng = rng
         self.n_threads = n_threads
         self.layers = tuple(model.layers)
@@ -42,11 +42,11 @@ class EMRun:
             self.layer_weights = m.layer_weights_
             self.Q, self.c = invert_nodes(self.A, self.b)
             self.paths = getattr(m, "_train_paths", None)
-            if self.paths is not None and len(self.paths) != self.X.shape[0]:
+            if self.paths is not None and len(self.paths) != self.source.n_rows:
                 self.paths = None
         else:
             self.A, self.b, self.weights, self.Q, self.c = initialize(
-                self.X, self.layers, self.rng, m.reg_covar)
+                self.source, self.layers, self.rng, m.reg_covar)
             self.layer_weights = None
             if m.path_prior == "factorized":
                 self.layer_weights = [np.full(n, 1.0 / n) for n in self.layers]
@@ -55,23 +55,39 @@ class EMRun:
         return PathTable(self.A, self.b, _log(self.weights), Q=self.Q)
 
     def estep(self):
-        """Evaluate the current parameters; returns (objective, stats, switch_rate)."""
-        m, X, table = self.model, self.X, self.table()
+        """Evaluate the current parameters over all blocks of rows; returns (objective, stats,
+        switch_rate). Statistics of the blocks are merged as they come."""
+        table = self.table()
+        hard = self.model.estep != "soft"
+        new_paths = np.empty(self.source.n_rows, dtype=np.intp) if hard else None
+        stats, total, switched = None, 0.0, 0.0
+        for lo, hi, X in self.source.blocks():
+            st, score_sum, switch, paths = self._estep_block(table, X, lo, hi)
+            stats = _suffstats.merge_stats(stats, st)
+            total += score_sum
+            switched += switch * (hi - lo)
+            if hard:
+                new_paths[lo:hi] = paths
+        if hard:
+            self.paths = new_paths
+        return total / self.source.n_rows, stats, switched / self.source.n_rows
+
+    def _estep_block(self, table, X, lo, hi):
+        m = self.model
         switch = float("nan")
         if m.estep == "soft":
             stats, loglik = _suffstats.soft_stats(X, table, self.n_threads)
-            return float(loglik.mean()), stats, switch
+            return stats, float(loglik.sum()), switch, None
         if m.estep == "full":
             _, paths, score = _estep.exact_scores(table, X, self.n_threads)
         else:
-            prev = None if self.paths is None else unravel_paths(self.paths, self.layers)
+            prev = None if self.paths is None else unravel_paths(self.paths[lo:hi], self.layers)
             paths2d, score, switch = _estep.heuristic_estep(
                 table, X, prev, self.rng, self.n_threads, m.warm_passes, m.n_restarts,
                 m.restart_passes)
             paths = ravel_paths(paths2d, self.layers)
-        self.paths = paths
         stats = _suffstats.hard_stats(X, paths, self.P, table.mean64, self.n_threads)
-        return float(np.mean(score)), stats, switch
+        return stats, float(np.sum(score)), switch, paths
 
     def mstep(self, stats):
         m = self.model
@@ -170,13 +186,13 @@ def _print_record(r, elapsed, max_iter):
     print(line, flush=True)
 
 
-def fit_model(model, X, rng, n_threads, checkpoint=None, checkpoint_every=1, resume=None):
+def fit_model(model, source, rng, n_threads, checkpoint=None, checkpoint_every=1, resume=None):
     """Run ``n_init`` EM runs (one when warm-starting or resuming) and return the best (highest
     final objective). A KeyboardInterrupt stops at once and returns the interrupted run."""
     best = None
     warm = bool(model.warm_start) and hasattr(model, "transforms_")
     for _ in range(1 if (warm or resume) else model.n_init):
-        run = EMRun(model, X, rng, n_threads)
+        run = EMRun(model, source, rng, n_threads)
         if resume is not None:
             run.resume_from(resume)
         else:

@@ -37,19 +37,25 @@ def kmeans(X, k, rng, n_iter=25):
     return labels
 
 
-def initialize(X, layers, rng, reg_covar, spread=0.1, max_rows=50_000):
-    """Forward parameters (A, b) and a uniform joint prior for a fresh fit."""
-    n, D = X.shape
-    sub = X if n <= max_rows else X[np.sort(rng.choice(n, max_rows, replace=False))]
+def initialize(source, layers, rng, reg_covar, spread=0.1, max_rows=50_000):
+    """Forward parameters (A, b) and a uniform joint prior for a fresh fit, from at most
+    ``max_rows`` rows of the RowSource ``source``."""
+    n, D = source.n_rows, source.n_features
+    sub = source.all_rows() if n <= max_rows else source.take(
+        np.sort(rng.choice(n, max_rows, replace=False)))
     sub = np.asarray(sub, dtype=np.float64)
-    global_cov = np.cov(sub.T).reshape(D, D) + reg_covar * np.eye(D)
+    global_cov = np.cov(sub.T).reshape(D, D)
+    # a floor relative to the data's scale keeps the Cholesky factors defined for few or
+    # degenerate rows whatever their magnitude
+    floor = reg_covar + 1e-6 * max(np.trace(global_cov) / D, np.finfo(float).tiny)
+    global_cov = global_cov + floor * np.eye(D)
     labels = kmeans(sub, layers[-1], rng)
     A_last = np.empty((layers[-1], D, D))
     b_last = np.empty((layers[-1], D))
     for i in range(layers[-1]):
         pts = sub[labels == i]
         if len(pts) > D:
-            cov = np.cov(pts.T).reshape(D, D) + max(reg_covar, 1e-6 * np.trace(global_cov) / D) * np.eye(D)
+            cov = np.cov(pts.T).reshape(D, D) + floor * np.eye(D)
         else:
             cov = global_cov
         A_last[i] = np.linalg.cholesky(cov)

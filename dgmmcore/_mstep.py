@@ -152,7 +152,7 @@ def mstep(Q, c, stats, layers, *, reg_covar, method, lbfgs_maxiter, rng, n_threa
     c = [cc.copy() for cc in c]
     counts = stats.counts
     means = stats.means.copy()
-    scat = stats.scatters + (reg_covar * counts)[:, None, None] * np.eye(D)
+    scat = stats.scatters + (effective_reg(stats, reg_covar) * counts)[:, None, None] * np.eye(D)
     reports = [None] * len(layers)
     for j in reversed(range(len(layers))):
         Nj = layers[j]
@@ -204,6 +204,21 @@ def mstep(Q, c, stats, layers, *, reg_covar, method, lbfgs_maxiter, rng, n_threa
         means = (np.einsum("nij,gnuj->gnui", Q[j], m4) + c[j][None, :, None]).reshape(-1, D)
         scat = np.matmul(np.matmul(Qb, C5), np.swapaxes(Qb, -1, -2)).reshape(-1, D, D)
     return Q, c, reports
+
+
+def effective_reg(stats, reg_covar, relative=1e-9):
+    """reg_covar plus a floor of ``relative`` times the data's mean variance, so that the
+    regularisation means the same at every data scale (1e-6 alone vanishes for data of size
+    1e6). Raises for data without any variance when reg_covar is 0."""
+    N = stats.counts.sum()
+    mean = stats.counts @ stats.means / N
+    dev = stats.means - mean
+    total = np.trace(stats.scatters.sum(axis=0)) + stats.counts @ np.einsum("pi,pi->p", dev, dev)
+    var = total / (N * stats.means.shape[1])
+    if var <= 0 and reg_covar <= 0:
+        raise ValueError("the data has no variance (all rows equal) and reg_covar is 0: "
+                         "nothing to fit; set reg_covar > 0")
+    return reg_covar + relative * var
 
 
 def reseed_empty_nodes(Q, c, node_counts, rng, jitter=0.05):

@@ -27,6 +27,19 @@ class PathStats:
         return float(self.counts.sum())
 
 
+def merge_stats(a, b):
+    """Statistics of the union of two disjoint row sets (Chan et al.'s pairwise update)."""
+    if a is None:
+        return b
+    n = a.counts + b.counts
+    safe = np.where(n > 0, n, 1.0)
+    delta = b.means - a.means
+    means = a.means + delta * (b.counts / safe)[:, None]
+    w = a.counts * b.counts / safe
+    scat = a.scatters + b.scatters + w[:, None, None] * np.einsum("pi,pj->pij", delta, delta)
+    return PathStats(n, means, scat)
+
+
 def _segments(offsets, seg):
     sizes = np.diff(offsets)
     n_seg = np.maximum(-(-sizes // seg), 0)

@@ -5,6 +5,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from . import _em, _estep
+from ._data import RowSource
 from ._network import PathTable, n_paths, unravel_paths
 from ._threads import effective_n_threads
 from ._validation import (check_choice, check_data, check_float, check_int, check_layers,
@@ -186,14 +187,16 @@ class DeepGMM:
             if tuple(self.weights_.shape) != self.layers:
                 raise ValueError(f"warm_start: the fitted network has layers "
                                  f"{tuple(self.weights_.shape)}, not {self.layers}")
-            X = check_data(X, n_features=self.n_features_in_, min_samples=2)
+            source = RowSource(X, n_features=self.n_features_in_, min_samples=2)
         else:
-            X = check_data(X, min_samples=2)
-        if state is not None and state["paths"] is not None and len(state["paths"]) != len(X):
+            source = RowSource(X, min_samples=2)
+        if (state is not None and state["paths"] is not None
+                and len(state["paths"]) != source.n_rows):
             raise ValueError(f"resume: the checkpoint was written for {len(state['paths'])} "
-                             f"rows, X has {len(X)}")
+                             f"rows, X has {source.n_rows}")
         rng = check_random_state(self.random_state)
-        run = _em.fit_model(self, X, rng, self._threads(), checkpoint, checkpoint_every, state)
+        run = _em.fit_model(self, source, rng, self._threads(), checkpoint, checkpoint_every,
+                            state)
         self._set_params(run.A, run.b, run.weights, run.layer_weights)
         self.history_ = run.history
         self.n_iter_ = sum(1 for r in run.history if "mstep_seconds" in r)
@@ -220,15 +223,29 @@ class DeepGMM:
         self._check_fitted()
         return check_data(X, n_features=self.n_features_in_)
 
+    def _blockwise(self, X, best):
+        """exact_scores over the blocks of X (memory-mapped data is streamed)."""
+        self._check_fitted()
+        source = RowSource(X, n_features=self.n_features_in_)
+        table, threads = self._path_table(), self._threads()
+        lse = np.empty(source.n_rows)
+        paths = np.empty(source.n_rows, dtype=np.intp) if best else None
+        for lo, hi, block in source.blocks():
+            l, p, _ = _estep.exact_scores(table, block, threads, best=best)
+            lse[lo:hi] = l
+            if best:
+                paths[lo:hi] = p
+        return lse, paths
+
     def score_samples(self, X):
         """log p(x) for each row (natural log), summed exactly over all paths.
 
-        float32 input is computed in float32 (about 1e-5 relative accuracy on typical data;
-        rows whose float32 result overflows are redone in float64); other input in float64.
+        X may be an array, an ``np.memmap`` or the path of a ``.npy`` file; memory-mapped
+        data is read block by block. float32 input is computed in float32 (about 1e-5
+        relative accuracy on typical data; rows whose float32 result overflows are redone in
+        float64); other input in float64.
         """
-        X = self._check_X(X)
-        lse, _, _ = _estep.exact_scores(self._path_table(), X, self._threads(), best=False)
-        return lse
+        return self._blockwise(X, best=False)[0]
 
     def score(self, X):
         """Mean log-likelihood per row, in nats."""
@@ -236,9 +253,7 @@ class DeepGMM:
 
     def predict(self, X):
         """The most probable path of each row (exact argmax over all paths), as (n, k) ints."""
-        X = self._check_X(X)
-        _, paths, _ = _estep.exact_scores(self._path_table(), X, self._threads())
-        return unravel_paths(paths, self.weights_.shape)
+        return unravel_paths(self._blockwise(X, best=True)[1], self.weights_.shape)
 
     def predict_proba(self, X):
         """Path posteriors, shape (n, N_1, ..., N_k). Memory is O(n x P): for few rows only."""
