@@ -8,7 +8,6 @@ import numpy as np
 
 from . import _scoring
 from ._network import ravel_paths
-from ._threads import single_threaded_blas
 
 CHUNK = _scoring.CHUNK
 _EMPTY_F = np.empty(0)
@@ -40,10 +39,9 @@ def _run(table, X, rows, offsets, cand, n_threads, lse=False, best=False, all_sc
     out_all = np.full((n, cand.shape[1]), np.nan) if all_scores else np.empty((0, cand.shape[1]))
     group, start, stop = _tasks(offsets)
     t = _table_for(table, X)
-    with single_threaded_blas():
-        _scoring.score_groups(X, t.R, t.mean, t.const, rows, group, start, stop,
-                              np.ascontiguousarray(cand, dtype=np.intp),
-                              out_lse, out_best, out_best_score, out_all, n_threads)
+    _scoring.score_groups(X, t.R, t.mean, t.const, rows, group, start, stop,
+                          np.ascontiguousarray(cand, dtype=np.intp),
+                          out_lse, out_best, out_best_score, out_all, n_threads)
     return out_lse, out_best, out_best_score, out_all
 
 

@@ -1,24 +1,7 @@
 # Fused float/double wrappers over scipy's Fortran BLAS for row-major callers.
 # Every argument goes by pointer; dims are int. Included (not cimported) by the kernels.
 from cython cimport floating
-from scipy.linalg.cython_blas cimport dtrmm, strmm, dsyrk, dgemm, sgemm
-
-
-cdef inline void trmm_upper_rows(int d, int m, const floating *r, floating *buf) noexcept nogil:
-    """buf[i, :] <- R @ buf[i, :] for the m rows (length d) of a row-major buffer.
-
-    R is a row-major d x d upper-triangular matrix. Seen column-major, buf is d x m and R is
-    R^T (lower), so this is B := op(A) B with side='L', uplo='L', transa='T'.
-    """
-    cdef char side = b'L'
-    cdef char uplo = b'L'
-    cdef char transa = b'T'
-    cdef char diag = b'N'
-    cdef floating one = 1.0
-    if floating is double:
-        dtrmm(&side, &uplo, &transa, &diag, &d, &m, &one, <double*> r, &d, buf, &d)
-    else:
-        strmm(&side, &uplo, &transa, &diag, &d, &m, &one, <float*> r, &d, buf, &d)
+from scipy.linalg.cython_blas cimport dsyrk, dgemm
 
 
 cdef inline void syrk_rows_accumulate(int d, int m, const double *buf, double *out) noexcept nogil:

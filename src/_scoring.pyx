@@ -7,9 +7,10 @@ its mean mu_p and a constant c_p = log pi_p + log|det R_p| - D/2 log(2 pi), so t
 
 Rows are processed in tasks: a task is a run of at most CHUNK rows of one group, and a group is a
 set of rows that share the same list of candidate paths (all paths for the exact density; the
-N_j alternatives of one layer for the heuristic E-step). For each candidate the task's rows are
-centred into a buffer, multiplied by R_p in place (one TRMM: half the flops of a GEMM), and the
-squared norms are reduced into the running outputs while the buffer is still in cache.
+N_j alternatives of one layer for the heuristic E-step). A task's rows are gathered and
+transposed once; for each candidate the fused kernel in _trikernel.h centres them, multiplies by
+the triangular R_p (half the flops of a GEMM) and returns squared norms without writing z to
+memory, and the scores are reduced into the running outputs while they are in cache.
 
 Every row is scored by one thread, over its candidates in a fixed order, so results do not depend
 on the number of threads.
@@ -20,7 +21,7 @@ from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
 from libc.math cimport exp, log, INFINITY
 
-include "_blas.pxi"
+from cython cimport floating
 include "_omp.pxi"
 
 cnp.import_array()
@@ -30,6 +31,28 @@ CHUNK = 256
 
 # exp(-LSE_CUTOFF) is below double epsilon: such terms cannot change a running log-sum-exp.
 cdef double LSE_CUTOFF = 40.0
+
+
+cdef extern from "_trikernel.h" nogil:
+    int dgmm_row_block()
+    size_t dgmm_tri_work_size(int D, int ldt)
+    int dgmm_tri_isa()
+    void dgmm_gather_chunk_d(int D, int m, const double *x, int ldx, const cnp.intp_t *rows,
+                             double *xt, int ldt)
+    void dgmm_gather_chunk_s(int D, int m, const float *x, int ldx, const cnp.intp_t *rows,
+                             float *xt, int ldt)
+    void dgmm_tri_sqnorm_d(int D, int m, const double *xt, int ldt, const double *mu,
+                           const double *R, double *work, double *out)
+    void dgmm_tri_sqnorm_s(int D, int m, const float *xt, int ldt, const float *mu,
+                           const float *R, float *work, double *out)
+
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+
+
+def kernel_isa():
+    """Instruction set the scoring kernel dispatches to: 'generic', 'avx2' or 'avx512'."""
+    return ("generic", "avx2", "avx512")[dgmm_tri_isa()]
 
 
 cdef void _score_task(
@@ -42,7 +65,10 @@ cdef void _score_task(
     Py_ssize_t C,
     Py_ssize_t start,
     Py_ssize_t stop,
-    floating *buf,
+    int ldt,
+    floating *xt,
+    floating *work,
+    double *sqnorm,
     double *run_max,
     double *run_sum,
     cnp.intp_t *run_arg,
@@ -51,13 +77,10 @@ cdef void _score_task(
     double[::1] out_best_score,
     double[:, ::1] out_all,
 ) noexcept nogil:
-    cdef Py_ssize_t m = stop - start
-    cdef Py_ssize_t D = X.shape[1]
-    cdef Py_ssize_t r, d, c, p, row
-    cdef double s, score, v, mx
-    cdef const floating *x
-    cdef const floating *mu
-    cdef floating *b
+    cdef int m = <int> (stop - start)
+    cdef int D = <int> X.shape[1]
+    cdef Py_ssize_t r, c, p, row
+    cdef double score, mx
     cdef bint want_lse = out_lse.shape[0] > 0
     cdef bint want_best = out_best.shape[0] > 0
     cdef bint want_all = out_all.shape[0] > 0
@@ -67,22 +90,20 @@ cdef void _score_task(
         run_sum[r] = 0.0
         run_arg[r] = 0
 
+    # the task's rows, transposed once (D x ldt), are then scored against every candidate
+    if floating is double:
+        dgmm_gather_chunk_d(D, m, &X[0, 0], D, &rows[start], xt, ldt)
+    else:
+        dgmm_gather_chunk_s(D, m, &X[0, 0], D, &rows[start], xt, ldt)
+
     for c in range(C):
         p = cand[c]
-        mu = &mean[p, 0]
+        if floating is double:
+            dgmm_tri_sqnorm_d(D, m, xt, ldt, &mean[p, 0], &R[p, 0, 0], work, sqnorm)
+        else:
+            dgmm_tri_sqnorm_s(D, m, xt, ldt, &mean[p, 0], &R[p, 0, 0], work, sqnorm)
         for r in range(m):
-            x = &X[rows[start + r], 0]
-            b = buf + r * D
-            for d in range(D):
-                b[d] = x[d] - mu[d]
-        trmm_upper_rows(<int> D, <int> m, &R[p, 0, 0], buf)
-        for r in range(m):
-            b = buf + r * D
-            s = 0.0
-            for d in range(D):
-                v = b[d]
-                s = s + v * v
-            score = const_[p] - 0.5 * s
+            score = const_[p] - 0.5 * sqnorm[r]
             if want_all:
                 out_all[rows[start + r], c] = score
             mx = run_max[r]
@@ -139,13 +160,17 @@ def score_groups(
     out_all : (n, C) every candidate's score, or a (0, C) array to skip.
     n_threads : OpenMP threads.
 
-    Only rows named in ``rows`` are written. BLAS must be single-threaded around this call.
+    Only rows named in ``rows`` are written.
     """
     cdef Py_ssize_t n_tasks = task_group.shape[0]
-    cdef Py_ssize_t D = X.shape[1]
+    cdef int D = <int> X.shape[1]
     cdef Py_ssize_t chunk = 0
     cdef Py_ssize_t t, g
-    cdef floating *buf
+    cdef int ldt, block = dgmm_row_block()
+    cdef size_t work_size
+    cdef floating *xt
+    cdef floating *work
+    cdef double *sqnorm
     cdef double *run_max
     cdef double *run_sum
     cdef cnp.intp_t *run_arg
@@ -153,20 +178,27 @@ def score_groups(
         chunk = max(chunk, task_stop[t] - task_start[t])
     if n_tasks == 0 or chunk == 0:
         return
+    ldt = <int> ((chunk + block - 1) // block * block)
+    work_size = dgmm_tri_work_size(D, ldt)
     n_threads = max(1, min(n_threads, n_tasks))
     with nogil, parallel(num_threads=n_threads):
-        buf = <floating*> malloc(sizeof(floating) * chunk * D)
+        xt = NULL
+        posix_memalign(<void**> &xt, 64, sizeof(floating) * D * ldt)
+        work = <floating*> malloc(sizeof(floating) * work_size)
+        sqnorm = <double*> malloc(sizeof(double) * ldt)
         run_max = <double*> malloc(sizeof(double) * chunk)
         run_sum = <double*> malloc(sizeof(double) * chunk)
         run_arg = <cnp.intp_t*> malloc(sizeof(cnp.intp_t) * chunk)
         try:
             for t in prange(n_tasks, schedule='dynamic'):
                 g = task_group[t]
-                _score_task(X, R, mean, const_, rows, &cand[g, 0], cand.shape[1], task_start[t], task_stop[t],
-                            buf, run_max, run_sum, run_arg,
+                _score_task(X, R, mean, const_, rows, &cand[g, 0], cand.shape[1], task_start[t],
+                            task_stop[t], ldt, xt, work, sqnorm, run_max, run_sum, run_arg,
                             out_lse, out_best, out_best_score, out_all)
         finally:
-            free(buf)
+            free(xt)
+            free(work)
+            free(sqnorm)
             free(run_max)
             free(run_sum)
             free(run_arg)
