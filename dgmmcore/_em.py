@@ -59,6 +59,8 @@ class EMRun:
         switch_rate). Statistics of the blocks are merged as they come."""
         table = self.table()
         hard = self.model.estep != "soft"
+        # one draw per E-step keys every row's random restart (see _estep.random_paths)
+        self.estep_key = int(self.rng.integers(2**63))
         new_paths = np.empty(self.source.n_rows, dtype=np.intp) if hard else None
         stats, total, switched = None, 0.0, 0.0
         for lo, hi, X in self.source.blocks():
@@ -83,8 +85,8 @@ class EMRun:
         else:
             prev = None if self.paths is None else unravel_paths(self.paths[lo:hi], self.layers)
             paths2d, score, switch = _estep.heuristic_estep(
-                table, X, prev, self.rng, self.n_threads, m.warm_passes, m.n_restarts,
-                m.restart_passes)
+                table, X, prev, self.estep_key, self.n_threads, m.warm_passes, m.n_restarts,
+                m.restart_passes, row_start=lo)
             paths = ravel_paths(paths2d, self.layers)
         stats = _suffstats.hard_stats(X, paths, self.P, table.mean64, self.n_threads)
         return stats, float(np.sum(score)), switch, paths

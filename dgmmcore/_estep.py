@@ -101,17 +101,43 @@ def coordinate_ascent(table, X, paths, passes, n_threads):
     return paths, score
 
 
-def heuristic_estep(table, X, paths, rng, n_threads, warm_passes=1, n_restarts=1,
-                    restart_passes=2):
+def _splitmix64(x):
+    """SplitMix64 finaliser on uint64 arrays: a well-mixed hash of a counter."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def random_paths(layers, key, row_start, n_rows, restart=0):
+    """Random start paths for rows row_start .. row_start + n_rows - 1 of the data set.
+
+    Each row's path is a hash of (key, restart, global row index, layer), not a draw from a
+    stream, so it does not depend on how the rows are split into blocks or shards."""
+    rows = np.arange(row_start, row_start + n_rows, dtype=np.uint64)
+    base = _splitmix64(np.uint64(key) ^ _splitmix64(np.uint64(restart) + np.uint64(1)))
+    out = np.empty((n_rows, len(layers)), dtype=np.intp)
+    for j, n_j in enumerate(layers):
+        h = _splitmix64(rows * np.uint64(len(layers)) + np.uint64(j) + base)
+        out[:, j] = (h % np.uint64(n_j)).astype(np.intp)
+    return out
+
+
+def heuristic_estep(table, X, paths, key, n_threads, warm_passes=1, n_restarts=1,
+                    restart_passes=2, row_start=0):
     """Paper protocol: a warm pass from ``paths`` (when given), then random restarts; keep the
-    better path per row. Returns (paths, scores, switch_rate)."""
-    n, k = X.shape[0], len(table.layers)
+    better path per row. ``key`` (an integer) and the rows' global position ``row_start`` fix
+    the random starts. Returns (paths, scores, switch_rate)."""
+    if isinstance(key, np.random.Generator):
+        key = int(key.integers(2**63))
+    n = X.shape[0]
     best_paths, best_score = None, None
     if paths is not None and warm_passes > 0:
         best_paths, best_score = coordinate_ascent(table, X, paths, warm_passes, n_threads)
     switched = np.zeros(n, dtype=bool)
-    for _ in range(n_restarts if best_paths is not None else max(n_restarts, 1)):
-        start = np.stack([rng.integers(0, n_j, size=n) for n_j in table.layers], axis=1)
+    for restart in range(n_restarts if best_paths is not None else max(n_restarts, 1)):
+        start = random_paths(table.layers, key, row_start, n, restart)
         cand_paths, cand_score = coordinate_ascent(table, X, start, restart_passes, n_threads)
         if best_paths is None:
             best_paths, best_score = cand_paths, cand_score

@@ -61,3 +61,17 @@ def test_bad_rows_inside_a_memmap_are_reported(tmp_path, small_blocks):
         model.score_samples(tmp_path / "y.npy")
     with pytest.raises(FileNotFoundError):
         model.score_samples(tmp_path / "absent.npy")
+
+
+def test_heuristic_fit_does_not_depend_on_block_size(tmp_path, monkeypatch):
+    """Random restarts are keyed by each row's global index, so streaming a file in blocks
+    finds the same paths as one in-memory block (only statistics summation order differs)."""
+    _, X, path = make_file(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = DeepGMM((3, 2), max_iter=3, random_state=0).fit(X)
+        monkeypatch.setattr(_data.RowSource.__init__, "__defaults__", ("X", None, 1, 300))
+        b = DeepGMM((3, 2), max_iter=3, random_state=0).fit(path)
+    np.testing.assert_array_equal(a._train_paths, b._train_paths)
+    for x, y in zip(a.transforms_, b.transforms_):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)
