@@ -4,9 +4,10 @@ import warnings
 
 import numpy as np
 
-from . import _estep, _mstep, _suffstats
-from ._init import initialize
-from ._network import PathTable, forward_nodes, invert_nodes, ravel_paths, unravel_paths
+from . import _mstep
+from ._executor import EStepConfig
+from ._init import MAX_INIT_ROWS, initialize
+from ._network import PathTable, forward_nodes, invert_nodes
 
 
 class ConvergenceWarning(UserWarning):
@@ -21,15 +22,15 @@ def _log(w):
 class EMRun:
     """State of one EM run: parameters in both forms, the last paths, the history."""
 
-    def __init__(self, model, source, rng, n_threads):
+    def __init__(self, model, executor, rng, n_threads):
         self.model = model
-        self.source = source
+        self.executor = executor
+        self.config = EStepConfig.of(model)
         self.rng = rng
         self.n_threads = n_threads
         self.layers = tuple(model.layers)
         self.P = int(np.prod(self.layers))
         self.history = []
-        self.paths = None  # flat path index per row from the last hard E-step
         self.objective = -np.inf
         self.converged = False
 
@@ -41,55 +42,32 @@ class EMRun:
             self.weights = np.array(m.weights_)
             self.layer_weights = m.layer_weights_
             self.Q, self.c = invert_nodes(self.A, self.b)
-            self.paths = getattr(m, "_train_paths", None)
-            if self.paths is not None and len(self.paths) != self.source.n_rows:
-                self.paths = None
+            paths = getattr(m, "_train_paths", None)
+            if paths is not None and len(paths) == self.executor.n_rows:
+                self.executor.set_paths(paths)
         else:
+            self.executor.set_paths(None)  # a fresh run must not warm-start from another
             self.A, self.b, self.weights, self.Q, self.c = initialize(
-                self.source, self.layers, self.rng, m.reg_covar)
+                self.executor.sample_rows(self.rng, MAX_INIT_ROWS), self.layers, self.rng,
+                m.reg_covar)
             self.layer_weights = None
             if m.path_prior == "factorized":
                 self.layer_weights = [np.full(n, 1.0 / n) for n in self.layers]
 
+    def params(self):
+        return (self.A, self.b, _log(self.weights), self.Q)
+
     def table(self):
-        return PathTable(self.A, self.b, _log(self.weights), Q=self.Q)
+        return PathTable(*self.params()[:3], Q=self.Q)
 
     def estep(self):
-        """Evaluate the current parameters over all blocks of rows; returns (objective, stats,
-        switch_rate). Statistics of the blocks are merged as they come."""
-        table = self.table()
-        hard = self.model.estep != "soft"
+        """Evaluate the current parameters on all rows; returns (objective, stats,
+        switch_rate)."""
         # one draw per E-step keys every row's random restart (see _estep.random_paths)
-        self.estep_key = int(self.rng.integers(2**63))
-        new_paths = np.empty(self.source.n_rows, dtype=np.intp) if hard else None
-        stats, total, switched = None, 0.0, 0.0
-        for lo, hi, X in self.source.blocks():
-            st, score_sum, switch, paths = self._estep_block(table, X, lo, hi)
-            stats = _suffstats.merge_stats(stats, st)
-            total += score_sum
-            switched += switch * (hi - lo)
-            if hard:
-                new_paths[lo:hi] = paths
-        if hard:
-            self.paths = new_paths
-        return total / self.source.n_rows, stats, switched / self.source.n_rows
-
-    def _estep_block(self, table, X, lo, hi):
-        m = self.model
-        switch = float("nan")
-        if m.estep == "soft":
-            stats, loglik = _suffstats.soft_stats(X, table, self.n_threads)
-            return stats, float(loglik.sum()), switch, None
-        if m.estep == "full":
-            _, paths, score = _estep.exact_scores(table, X, self.n_threads)
-        else:
-            prev = None if self.paths is None else unravel_paths(self.paths[lo:hi], self.layers)
-            paths2d, score, switch = _estep.heuristic_estep(
-                table, X, prev, self.estep_key, self.n_threads, m.warm_passes, m.n_restarts,
-                m.restart_passes, row_start=lo)
-            paths = ravel_paths(paths2d, self.layers)
-        stats = _suffstats.hard_stats(X, paths, self.P, table.mean64, self.n_threads)
-        return stats, float(np.sum(score)), switch, paths
+        key = int(self.rng.integers(2**63))
+        total, stats, switched = self.executor.estep(self.params(), self.config, key)
+        n = self.executor.n_rows
+        return total / n, stats, switched / n
 
     def mstep(self, stats):
         m = self.model
@@ -105,7 +83,7 @@ class EMRun:
         """Continue a checkpointed run: paths, history, previous objective and generator."""
         self.start(warm=True)
         self.Q, self.c = [np.array(q) for q in state["Q"]], [np.array(c) for c in state["c"]]
-        self.paths = state["paths"]
+        self.executor.set_paths(state["paths"])
         self.history = list(state["history"])
         self.rng.bit_generator.state = state["rng_state"]
 
@@ -143,6 +121,7 @@ class EMRun:
             if "state" in locals() and len(self.history) < it:
                 self.restore(state)  # interrupted inside the M-step: undo the partial update
             self.interrupted = True
+        self.final_paths = self.executor.get_paths()
         return self
 
     def snapshot(self):
@@ -161,8 +140,9 @@ class EMRun:
         model.n_iter_ = len(self.history)
         model.converged_ = False
         arrays = model_arrays(model, {"checkpoint": {"rng_state": self.rng.bit_generator.state}})
-        if self.paths is not None:
-            arrays["checkpoint_paths"] = np.asarray(self.paths, dtype=np.int64)
+        paths = self.executor.get_paths()
+        if paths is not None:
+            arrays["checkpoint_paths"] = np.asarray(paths, dtype=np.int64)
         for j, (q, c) in enumerate(zip(self.Q, self.c)):
             # the inverse maps as the run holds them: inv(inv(Q)) would differ in the last bits
             arrays[f"checkpoint_Q_{j}"] = q
@@ -188,13 +168,13 @@ def _print_record(r, elapsed, max_iter):
     print(line, flush=True)
 
 
-def fit_model(model, source, rng, n_threads, checkpoint=None, checkpoint_every=1, resume=None):
+def fit_model(model, executor, rng, n_threads, checkpoint=None, checkpoint_every=1, resume=None):
     """Run ``n_init`` EM runs (one when warm-starting or resuming) and return the best (highest
     final objective). A KeyboardInterrupt stops at once and returns the interrupted run."""
     best = None
     warm = bool(model.warm_start) and hasattr(model, "transforms_")
     for _ in range(1 if (warm or resume) else model.n_init):
-        run = EMRun(model, source, rng, n_threads)
+        run = EMRun(model, executor, rng, n_threads)
         if resume is not None:
             run.resume_from(resume)
         else:

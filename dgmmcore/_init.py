@@ -37,13 +37,14 @@ def kmeans(X, k, rng, n_iter=25):
     return labels
 
 
-def initialize(source, layers, rng, reg_covar, spread=0.1, max_rows=50_000):
-    """Forward parameters (A, b) and a uniform joint prior for a fresh fit, from at most
-    ``max_rows`` rows of the RowSource ``source``."""
-    n, D = source.n_rows, source.n_features
-    sub = source.all_rows() if n <= max_rows else source.take(
-        np.sort(rng.choice(n, max_rows, replace=False)))
-    sub = np.asarray(sub, dtype=np.float64)
+# Rows the initialization looks at: a random subset of this size when the data are larger.
+MAX_INIT_ROWS = 50_000
+
+
+def initialize(sub, layers, rng, reg_covar, spread=0.1):
+    """Forward parameters (A, b), a uniform joint prior and the inverse maps for a fresh fit,
+    from the rows ``sub`` (at most MAX_INIT_ROWS of the data)."""
+    D = sub.shape[1]
     global_cov = np.cov(sub.T).reshape(D, D)
     # a floor relative to the data's scale keeps the Cholesky factors defined for few or
     # degenerate rows whatever their magnitude

@@ -6,6 +6,7 @@ from scipy.special import logsumexp
 
 from . import _em, _estep
 from ._data import RowSource
+from ._executor import LocalExecutor
 from ._network import PathTable, n_paths, unravel_paths
 from ._threads import effective_n_threads
 from ._validation import (check_choice, check_data, check_float, check_int, check_layers,
@@ -195,14 +196,15 @@ class DeepGMM:
             raise ValueError(f"resume: the checkpoint was written for {len(state['paths'])} "
                              f"rows, X has {source.n_rows}")
         rng = check_random_state(self.random_state)
-        run = _em.fit_model(self, source, rng, self._threads(), checkpoint, checkpoint_every,
+        executor = LocalExecutor(source, self._threads())
+        run = _em.fit_model(self, executor, rng, self._threads(), checkpoint, checkpoint_every,
                             state)
         self._set_params(run.A, run.b, run.weights, run.layer_weights)
         self.history_ = run.history
         self.n_iter_ = sum(1 for r in run.history if "mstep_seconds" in r)
         self.converged_ = run.converged
         self.objective_ = run.objective
-        self._train_paths = run.paths
+        self._train_paths = run.final_paths
         self._resume_state = None
         if run.interrupted:
             warnings.warn(f"fit interrupted: the model holds the parameters after "

@@ -1,0 +1,94 @@
+"""Where the E-step runs: over the blocks of a local RowSource, or (``_distributed``) over the
+shards of a Dask cluster. Both return the same merged per-path statistics."""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _estep, _suffstats
+from ._network import PathTable, ravel_paths, unravel_paths
+
+
+@dataclass(frozen=True)
+class EStepConfig:
+    estep: str
+    layers: tuple
+    warm_passes: int
+    n_restarts: int
+    restart_passes: int
+
+    @classmethod
+    def of(cls, model):
+        return cls(model.estep, tuple(model.layers), model.warm_passes, model.n_restarts,
+                   model.restart_passes)
+
+
+def build_table(params):
+    A, b, log_w, Q = params
+    return PathTable(A, b, log_w, Q=Q)
+
+
+def estep_block(table, X, prev, config, key, row_start, n_threads):
+    """E-step of one block of rows. ``prev``: the rows' flat paths from the last E-step or
+    None. Returns (stats, sum of objectives, number of switched rows (nan if no warm start),
+    flat paths or None for soft EM)."""
+    P = int(np.prod(config.layers))
+    if config.estep == "soft":
+        stats, loglik = _suffstats.soft_stats(X, table, n_threads)
+        return stats, float(loglik.sum()), float("nan"), None
+    if config.estep == "full":
+        _, paths, score = _estep.exact_scores(table, X, n_threads)
+        switched = float("nan")
+    else:
+        prev2d = None if prev is None else unravel_paths(prev, config.layers)
+        paths2d, score, switch = _estep.heuristic_estep(
+            table, X, prev2d, key, n_threads, config.warm_passes, config.n_restarts,
+            config.restart_passes, row_start=row_start)
+        paths = ravel_paths(paths2d, config.layers)
+        switched = switch * X.shape[0]
+    stats = _suffstats.hard_stats(X, paths, P, table.mean64, n_threads)
+    return stats, float(np.sum(score)), switched, paths
+
+
+class LocalExecutor:
+    """E-steps over the blocks of a RowSource in this process."""
+
+    def __init__(self, source, n_threads):
+        self.source = source
+        self.n_threads = n_threads
+        self.n_rows = source.n_rows
+        self.n_features = source.n_features
+        self.paths = None
+
+    def sample_rows(self, rng, max_rows):
+        if self.n_rows <= max_rows:
+            return np.asarray(self.source.all_rows(), dtype=np.float64)
+        index = np.sort(rng.choice(self.n_rows, max_rows, replace=False))
+        return np.asarray(self.source.take(index), dtype=np.float64)
+
+    def get_paths(self):
+        return self.paths
+
+    def set_paths(self, paths):
+        self.paths = None if paths is None else np.asarray(paths, dtype=np.intp)
+
+    def estep(self, params, config, key):
+        """Returns (sum of objectives, merged stats, switched rows)."""
+        table = build_table(params)
+        hard = config.estep != "soft"
+        new_paths = np.empty(self.n_rows, dtype=np.intp) if hard else None
+        stats, total, switched = None, 0.0, 0.0
+        for lo, hi, X in self.source.blocks():
+            prev = None if self.paths is None else self.paths[lo:hi]
+            st, score_sum, sw, paths = estep_block(table, X, prev, config, key, lo,
+                                                   self.n_threads)
+            stats = _suffstats.merge_stats(stats, st)
+            total += score_sum
+            switched += sw
+            if hard:
+                new_paths[lo:hi] = paths
+        if hard:
+            self.paths = new_paths
+        return total, stats, switched
+
+    def close(self):
+        pass
