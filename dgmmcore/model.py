@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 from scipy.special import logsumexp
 
-from . import _em, _estep
+from . import _distributed, _em, _estep
 from ._data import RowSource
 from ._executor import LocalExecutor
 from ._network import PathTable, n_paths, unravel_paths
@@ -159,7 +159,7 @@ class DeepGMM:
         if self.estep == "heuristic" and self.warm_passes == 0 and self.n_restarts == 0:
             raise ValueError("the heuristic E-step needs warm_passes >= 1 or n_restarts >= 1")
 
-    def fit(self, X, y=None, *, checkpoint=None, checkpoint_every=1, resume=False):
+    def fit(self, X, y=None, *, checkpoint=None, checkpoint_every=1, resume=False, client=None):
         """Fit by hard EM (or soft EM with estep='soft'); returns self.
 
         Records per iteration in ``history_`` (objective, switch rate, E- and M-step seconds),
@@ -171,6 +171,9 @@ class DeepGMM:
             to continue are written there atomically (a normal model file: ``dgmmcore.load``).
         resume : continue the run saved in the checkpoint this model was loaded from, so that
             it ends where an uninterrupted fit with the same data would.
+        client : a ``distributed.Client``: run the E-step on its workers (numpy X is split into
+            shards and scattered). A dask array X is fitted on the current client when none is
+            given. See ``dgmmcore._distributed``.
 
         Ctrl-C (KeyboardInterrupt) stops the fit and leaves the model at its last completed
         iteration, usable and saveable; the KeyboardInterrupt is then re-raised.
@@ -184,21 +187,27 @@ class DeepGMM:
             if state is None:
                 raise ValueError("resume=True needs a model loaded from a checkpoint file "
                                  "(fit(..., checkpoint=PATH) writes them)")
+        n_features = None
         if (self.warm_start or resume) and hasattr(self, "transforms_"):
             if tuple(self.weights_.shape) != self.layers:
                 raise ValueError(f"warm_start: the fitted network has layers "
                                  f"{tuple(self.weights_.shape)}, not {self.layers}")
-            source = RowSource(X, n_features=self.n_features_in_, min_samples=2)
+            n_features = self.n_features_in_
+        if client is not None or _distributed.is_dask_array(X):
+            executor = _distributed.DaskExecutor(X, client, self.n_threads, n_features)
         else:
-            source = RowSource(X, min_samples=2)
+            executor = LocalExecutor(RowSource(X, n_features=n_features, min_samples=2),
+                                     self._threads())
         if (state is not None and state["paths"] is not None
-                and len(state["paths"]) != source.n_rows):
+                and len(state["paths"]) != executor.n_rows):
             raise ValueError(f"resume: the checkpoint was written for {len(state['paths'])} "
-                             f"rows, X has {source.n_rows}")
+                             f"rows, X has {executor.n_rows}")
         rng = check_random_state(self.random_state)
-        executor = LocalExecutor(source, self._threads())
-        run = _em.fit_model(self, executor, rng, self._threads(), checkpoint, checkpoint_every,
-                            state)
+        try:
+            run = _em.fit_model(self, executor, rng, self._threads(), checkpoint,
+                                checkpoint_every, state)
+        finally:
+            executor.close()
         self._set_params(run.A, run.b, run.weights, run.layer_weights)
         self.history_ = run.history
         self.n_iter_ = sum(1 for r in run.history if "mstep_seconds" in r)
@@ -228,6 +237,8 @@ class DeepGMM:
     def _blockwise(self, X, best):
         """exact_scores over the blocks of X (memory-mapped data is streamed)."""
         self._check_fitted()
+        if _distributed.is_dask_array(X):
+            return self._dask_blockwise(X, best)
         source = RowSource(X, n_features=self.n_features_in_)
         table, threads = self._path_table(), self._threads()
         lse = np.empty(source.n_rows)
@@ -238,6 +249,23 @@ class DeepGMM:
             if best:
                 paths[lo:hi] = p
         return lse, paths
+
+    def _dask_blockwise(self, X, best):
+        """Lazily map the scoring over a dask array's row blocks (a dask array comes back)."""
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must be (n, {self.n_features_in_}), got shape {X.shape}")
+        X = X.rechunk({1: -1})
+        k = len(self.layers)
+        if best:
+            paths = X.map_blocks(lambda b: self.predict(b), chunks=(X.chunks[0], (k,)),
+                                 dtype=np.intp)
+            return None, paths
+        return X.map_blocks(lambda b: self.score_samples(b), drop_axis=1, dtype=np.float64), None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_table"] = None  # rebuilt where needed (it can be large)
+        return state
 
     def score_samples(self, X):
         """log p(x) for each row (natural log), summed exactly over all paths.
@@ -251,11 +279,16 @@ class DeepGMM:
 
     def score(self, X):
         """Mean log-likelihood per row, in nats."""
-        return float(np.mean(self.score_samples(X)))
+        s = self.score_samples(X)
+        return float(s.mean().compute() if _distributed.is_dask_array(X) else np.mean(s))
 
     def predict(self, X):
-        """The most probable path of each row (exact argmax over all paths), as (n, k) ints."""
-        return unravel_paths(self._blockwise(X, best=True)[1], self.weights_.shape)
+        """The most probable path of each row (exact argmax over all paths), as (n, k) ints
+        (a dask array for dask input)."""
+        paths = self._blockwise(X, best=True)[1]
+        if _distributed.is_dask_array(X):
+            return paths
+        return unravel_paths(paths, self.weights_.shape)
 
     def predict_proba(self, X):
         """Path posteriors, shape (n, N_1, ..., N_k). Memory is O(n x P): for few rows only."""
