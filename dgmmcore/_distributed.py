@@ -183,11 +183,20 @@ class DaskExecutor:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return self._estep_once(params, config, key)
-            except WorkerLost as exc:
+            except Exception as exc:  # comm errors, lost data, cancelled tasks, WorkerLost
+                if not isinstance(exc, WorkerLost) and not self._lost_a_worker():
+                    raise  # a genuine error in a task: not ours to retry
                 last = exc
-                time.sleep(0.5)
+                time.sleep(1.0)
                 self._recover()
-        raise RuntimeError(f"distributed E-step failed {MAX_ATTEMPTS} times: {last}")
+        raise RuntimeError(f"distributed E-step failed {MAX_ATTEMPTS} times after losing "
+                           f"workers; last error: {last!r}")
+
+    def _lost_a_worker(self):
+        time.sleep(1.0)  # let the scheduler notice the departure
+        live = self._live_workers()
+        return any(w not in live for w in self.shard_workers) or any(
+            s.status != "finished" for s in self.shards)
 
     def _estep_once(self, params, config, key):
         c = self.client
