@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 from scipy.special import logsumexp
 
-from . import _distributed, _em, _estep
+from . import _distributed, _em, _estep, _impute
 from ._data import RowSource
 from ._executor import LocalExecutor
 from ._network import PathTable, n_paths, unravel_paths
@@ -106,6 +106,7 @@ class DeepGMM:
         self.layer_weights_ = None if layer_weights is None else [frozen(w) for w in layer_weights]
         self.n_features_in_ = self.transforms_[0].shape[1]
         self._table = None
+        self._gmm_cache = None
 
     def _check_fitted(self):
         if not hasattr(self, "transforms_"):
@@ -264,18 +265,48 @@ class DeepGMM:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_table"] = None  # rebuilt where needed (it can be large)
+        state["_table"] = state["_gmm_cache"] = None  # rebuilt where needed (can be large)
         return state
 
-    def score_samples(self, X):
+    def score_samples(self, X, mask=None):
         """log p(x) for each row (natural log), summed exactly over all paths.
+
+        With ``mask`` (True marks a missing entry), the log-density of each row's observed
+        entries (the marginal of the mixture), computed as in ``impute``.
 
         X may be an array, an ``np.memmap`` or the path of a ``.npy`` file; memory-mapped
         data is read block by block. float32 input is computed in float32 (about 1e-5
         relative accuracy on typical data; rows whose float32 result overflows are redone in
         float64); other input in float64.
         """
+        if mask is not None:
+            X, mask = self._check_masked(X, mask)
+            return _impute.impute_rows(X, mask, *self._gmm())[1]
         return self._blockwise(X, best=False)[0]
+
+    def impute(self, X, mask, return_loglik=False):
+        """Fill the entries of X marked True in ``mask`` with their posterior mean under the
+        mixture: each path's Gaussian conditioned on the row's observed entries, weighted by
+        the path's posterior given them. Values at masked positions are ignored (NaN is fine).
+        With ``return_loglik``, also returns the log-density of each row's observed entries.
+        Cost: one Cholesky per path per distinct missing pattern, O(P D^3), plus O(P D^2) per
+        row."""
+        X, mask = self._check_masked(X, mask)
+        filled, loglik = _impute.impute_rows(X, mask, *self._gmm())
+        return (filled, loglik) if return_loglik else filled
+
+    def _check_masked(self, X, mask):
+        self._check_fitted()
+        arr = np.asarray(X)
+        mask = _impute.check_mask(mask, arr.shape)
+        if arr.ndim == 2 and arr.dtype.kind == "f":
+            arr = np.where(mask, 0.0, arr)  # masked entries may hold NaN
+        return check_data(arr, n_features=self.n_features_in_), mask
+
+    def _gmm(self):
+        if getattr(self, "_gmm_cache", None) is None:  # reset by _set_params
+            self._gmm_cache = self.to_gmm()
+        return self._gmm_cache
 
     def score(self, X):
         """Mean log-likelihood per row, in nats."""
