@@ -97,6 +97,26 @@ class PathTable:
             log_weights + path_log_det(Q, layers) - 0.5 * D * math.log(2 * math.pi))
         self.active = np.flatnonzero(np.isfinite(log_weights)).astype(np.intp)
 
+    @classmethod
+    def from_gaussians(cls, log_weights, means, covs, dtype=np.float64):
+        """A table for arbitrary Gaussians (P, D) means, (P, D, D) covariances: R_p from the QR
+        of L_p^{-1}, where covs = L L^T, so that ||R_p v||^2 = v^T covs_p^{-1} v."""
+        P, D = means.shape
+        L = np.linalg.cholesky(covs)
+        Linv = np.linalg.solve(L, np.broadcast_to(np.eye(D), covs.shape))
+        table = object.__new__(cls)
+        table.layers = (P,)
+        table.n_features = D
+        table.R = np.ascontiguousarray(precision_factors(Linv), dtype=dtype)
+        table.mean64 = np.ascontiguousarray(means, dtype=np.float64)
+        table.mean = np.ascontiguousarray(means, dtype=dtype)
+        logdet = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+        log_weights = np.asarray(log_weights, dtype=np.float64)
+        table.const = np.ascontiguousarray(log_weights - 0.5 * logdet
+                                           - 0.5 * D * math.log(2 * math.pi))
+        table.active = np.flatnonzero(np.isfinite(log_weights)).astype(np.intp)
+        return table
+
     @property
     def dtype(self):
         return self.R.dtype

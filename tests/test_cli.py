@@ -68,3 +68,27 @@ def test_default_fit_runs_as_console_module(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "embedded CC0 image patches" in res.stdout and "nats" in res.stdout
     assert load(tmp_path / "d.npz").n_features_in_ == 63
+
+
+def test_denoise_and_inpaint_commands(tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    from dgmmcore import DeepGMM
+    rng = np.random.default_rng(0)
+    P = rng.standard_normal((400, 63)) * 0.05
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        DeepGMM((2, 2), max_iter=2, random_state=0).fit(P).save(tmp_path / "p.npz")
+    yy, xx = np.mgrid[0:24, 0:24]
+    clean = (128 + 50 * np.sin(0.3 * xx)).astype(np.uint8)
+    noisy = np.clip(clean + rng.normal(0, 15, clean.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(clean).save(tmp_path / "clean.png")
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    Image.fromarray(((rng.random(clean.shape) < 0.3) * 255).astype(np.uint8)).save(tmp_path / "m.png")
+    assert main(["denoise", str(tmp_path / "p.npz"), str(tmp_path / "noisy.png"), "--sigma", "15",
+                 "-o", str(tmp_path / "d.png"), "--clean", str(tmp_path / "clean.png")]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    assert np.asarray(Image.open(tmp_path / "d.png")).shape == (24, 24)
+    assert main(["inpaint", str(tmp_path / "p.npz"), str(tmp_path / "clean.png"),
+                 str(tmp_path / "m.png"), "-o", str(tmp_path / "i.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "i.png")).shape == (24, 24)
