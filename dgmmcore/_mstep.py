@@ -22,11 +22,13 @@ from scipy.optimize import minimize
 from . import _stats
 from ._threads import single_threaded_blas
 
-# Cost model for mstep='auto' (seconds per unit, measured on the development machine; see bench/).
-_GROUP_FLOP_S = 8e9       # small batched GEMMs
-_KRON_BYTES_S = 8e9       # memory-bound Kronecker mat-vec
-_KRON_BUILD_FLOP_S = 20e9  # assembly GEMM
-_EXPECTED_EVALS = 50      # typical L-BFGS-B evaluations per node once EM is warm
+# Cost model for mstep='auto': rates measured by bench/bench_mstep.py on the development machine
+# (AMD EPYC, 1 thread per node): per-group GEMMs ~16 GFLOP/s, the Kronecker mat-vec ~16 GB/s,
+# the assembly GEMM ~25 GFLOP/s.
+_GROUP_FLOP_S = 16e9
+_KRON_BYTES_S = 16e9
+_KRON_BUILD_FLOP_S = 25e9
+_EXPECTED_EVALS = 30      # typical L-BFGS-B evaluations per node once EM is warm
 
 
 class NodeObjective:

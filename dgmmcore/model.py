@@ -39,7 +39,10 @@ class DeepGMM:
     mstep : {'auto', 'groups', 'kronecker'}
         How each node's objective is evaluated (paper eq. 11/12 or eq. 13/14).
     max_iter, tol : EM iterations and the stopping threshold on the change in mean objective.
-    lbfgs_maxiter : L-BFGS-B iterations per node per M-step (the paper used 1000).
+    lbfgs_maxiter : L-BFGS-B iterations per node per M-step at most. The paper used 1000; EM
+        only needs each M-step to improve the objective, and the next M-step continues from
+        the same point, so 50 costs nothing measurable in held-out likelihood on image
+        patches while cutting M-step time several-fold (see README).
     warm_passes, n_restarts, restart_passes : heuristic E-step protocol (paper: 1, 1, 2).
     reg_covar : float
         Added to the diagonal of every path's data covariance in the M-step (as in
@@ -58,7 +61,7 @@ class DeepGMM:
     """
 
     def __init__(self, layers=(10, 5, 5), *, estep="heuristic", path_prior="joint", mstep="auto",
-                 max_iter=100, tol=1e-3, lbfgs_maxiter=1000, warm_passes=1, n_restarts=1,
+                 max_iter=100, tol=1e-3, lbfgs_maxiter=50, warm_passes=1, n_restarts=1,
                  restart_passes=2, reg_covar=1e-6, n_init=1, warm_start=False, random_state=None,
                  n_threads=None, verbose=0):
         self.layers = layers
