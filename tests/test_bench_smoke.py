@@ -1,0 +1,25 @@
+"""The bench suite runs end to end at tiny sizes, so it cannot rot (no timing is asserted)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "bench", "run.py")),
+                    reason="needs the source tree")
+def test_bench_smoke(tmp_path):
+    pytest.importorskip("sklearn")
+    import dgmmcore
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dgmmcore.__file__)),
+               MPLBACKEND="Agg")
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run.py"), "--smoke",
+                          "--out", str(tmp_path)], capture_output=True, text=True, env=env,
+                         timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (result,) = tmp_path.glob("bench-smoke.json")
+    data = json.loads(result.read_text())
+    assert data["environment"] and data["benchmarks"] and not data["failed"]
