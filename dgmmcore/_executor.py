@@ -35,9 +35,11 @@ def estep_block(table, X, prev, config, key, row_start, n_threads):
     if config.estep == "soft":
         stats, loglik = _suffstats.soft_stats(X, table, n_threads)
         return stats, float(loglik.sum()), float("nan"), None
-    if config.estep == "full":
+    if config.estep == "full" or (len(config.layers) == 1 and prev is not None):
+        # with one layer a coordinate-ascent pass is already the exact search: restarts
+        # cannot win, so the heuristic costs a third of the work and switches no row
         _, paths, score = _estep.exact_scores(table, X, n_threads)
-        switched = float("nan")
+        switched = float("nan") if config.estep == "full" else 0.0
     else:
         prev2d = None if prev is None else unravel_paths(prev, config.layers)
         paths2d, score, switch = _estep.heuristic_estep(
