@@ -18,6 +18,7 @@
 import json
 import os
 import subprocess
+import tempfile
 import sys
 import time
 import warnings
@@ -71,8 +72,13 @@ def memory(op, n, layers, D, t, lbfgs=20, timeout=1800):
     # fixed mmap threshold: big blocks are mmapped and returned on free, so freed temporaries
     # of the set-up cannot absorb (and hide) the allocations of the measured call
     env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
+    # the child imports the same dgmmcore as this process, and runs outside any source tree
+    # (a checkout's dgmmcore/ without built extensions would shadow an installed one)
+    import dgmmcore
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(dgmmcore.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=timeout, env=env)
+                         timeout=timeout, env=env, cwd=tempfile.gettempdir())
     if res.returncode != 0:
         raise RuntimeError(f"memory subprocess failed:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

@@ -101,7 +101,7 @@ def test_killed_worker_is_recovered(client, monkeypatch):
     client.wait_for_workers(2, timeout=60)
 
 
-def test_no_client_for_dask_array_is_a_clear_error():
+def test_no_client_for_dask_array_is_a_clear_error(tmp_path):
     """In a fresh process (this one has the fixture's client as its default)."""
     import subprocess
     import sys
@@ -113,5 +113,5 @@ def test_no_client_for_dask_array_is_a_clear_error():
             "except ValueError as e:\n    print('REFUSED', e)\n")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dgmmcore.__file__)))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=300)
+                         timeout=300, cwd=tmp_path)  # not the repo root: its dgmmcore has no .so
     assert "REFUSED" in res.stdout and "no Dask client" in res.stdout, res.stdout + res.stderr

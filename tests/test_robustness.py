@@ -136,10 +136,10 @@ PROPERTY_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_property_based_public_api_in_child_process():
+def test_property_based_public_api_in_child_process(tmp_path):
     tests_dir = os.path.dirname(__file__)
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dgmmcore.__file__)))
     res = subprocess.run([sys.executable, "-c", PROPERTY_SCRIPT, tests_dir, "60"],
-                         capture_output=True, text=True, env=env, timeout=900)
+                         capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
     assert res.returncode == 0, f"child exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     assert "PROPERTIES OK" in res.stdout
