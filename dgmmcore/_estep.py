@@ -56,7 +56,9 @@ def exact_scores(table, X, n_threads, best=True):
     lse, arg, best_score, _ = _run(table, X, rows, offsets, cand, n_threads, lse=True, best=best)
     if X.dtype == np.float32:
         # float32 can overflow where float64 does not: redo just those rows in float64.
-        bad = ~np.isfinite(lse) | (best & ~np.isfinite(best_score) if best else False)
+        bad = ~np.isfinite(lse)
+        if best:
+            bad |= ~np.isfinite(best_score)
         if np.any(bad):
             sub = np.ascontiguousarray(X[bad], dtype=np.float64)
             l2, a2, b2, _ = _run(table, sub, *_all_rows(sub.shape[0]), cand, n_threads,

@@ -196,3 +196,15 @@ def test_unfitted_model_raises():
 def test_from_params_validation(transforms, biases, weights, msg):
     with pytest.raises(ValueError, match=msg):
         DeepGMM.from_params(transforms, biases, weights)
+
+
+def test_float32_overflow_rows_are_redone_in_float64():
+    # z = R (x - mu) overflows float32 (max 3.4e38) for x ~ 1e37 and a scale-1e3 precision factor
+    D = 2
+    A = [np.stack([np.eye(D) * 1e-3])]
+    model = DeepGMM.from_params(A, [np.zeros((1, D))], np.ones(1))
+    X = np.array([[3e37, 0.0], [1.0, 1.0]], dtype=np.float32)
+    s32 = model.score_samples(X)
+    s64 = model.score_samples(X.astype(np.float64))
+    assert np.all(np.isfinite(s32))
+    np.testing.assert_allclose(s32, s64, rtol=1e-6)
