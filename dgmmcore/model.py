@@ -116,12 +116,13 @@ class DeepGMM:
             raise NotFittedError("this DeepGMM has no parameters yet: call fit() or use "
                                  "DeepGMM.from_params()")
 
-    def _path_table(self, Q=None):
+    def _path_table(self):
+        """Every path's scoring factors, built once per parameter set (see _set_params)."""
         self._check_fitted()
         if self._table is None:
             with np.errstate(divide="ignore"):
                 log_w = np.log(self.weights_)
-            self._table = PathTable(self.transforms_, self.biases_, log_w, Q=Q)
+            self._table = PathTable(self.transforms_, self.biases_, log_w)
         return self._table
 
     def _threads(self):
