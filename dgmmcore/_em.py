@@ -7,7 +7,7 @@ import numpy as np
 from . import _mstep
 from ._executor import EStepConfig
 from ._init import MAX_INIT_ROWS, initialize
-from ._network import PathTable, forward_nodes, invert_nodes
+from ._network import forward_nodes, invert_nodes
 
 
 class ConvergenceWarning(UserWarning):
@@ -56,9 +56,6 @@ class EMRun:
 
     def params(self):
         return (self.A, self.b, _log(self.weights), self.Q)
-
-    def table(self):
-        return PathTable(*self.params()[:3], Q=self.Q)
 
     def estep(self):
         """Evaluate the current parameters on all rows; returns (objective, stats,
