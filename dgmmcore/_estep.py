@@ -14,7 +14,7 @@ _EMPTY_F = np.empty(0)
 _EMPTY_I = np.empty(0, dtype=np.intp)
 
 
-def _tasks(offsets, chunk=CHUNK):
+def split_runs(offsets, chunk=CHUNK):
     """Split each group's run of rows [offsets[g], offsets[g+1]) into tasks of <= chunk rows."""
     offsets = np.asarray(offsets, dtype=np.intp)
     sizes = np.diff(offsets)
@@ -27,18 +27,14 @@ def _tasks(offsets, chunk=CHUNK):
     return group, start.astype(np.intp), stop.astype(np.intp)
 
 
-def _table_for(table, X):
-    return table.astype(X.dtype)
-
-
 def _run(table, X, rows, offsets, cand, n_threads, lse=False, best=False, all_scores=False):
     n = X.shape[0]
     out_lse = np.full(n, np.nan) if lse else _EMPTY_F
     out_best = np.zeros(n, dtype=np.intp) if best else _EMPTY_I
     out_best_score = np.full(n, np.nan) if best else _EMPTY_F
     out_all = np.full((n, cand.shape[1]), np.nan) if all_scores else np.empty((0, cand.shape[1]))
-    group, start, stop = _tasks(offsets)
-    t = _table_for(table, X)
+    group, start, stop = split_runs(offsets)
+    t = table.astype(X.dtype)
     _scoring.score_groups(X, t.R, t.mean, t.const, rows, group, start, stop,
                           np.ascontiguousarray(cand, dtype=np.intp),
                           out_lse, out_best, out_best_score, out_all, n_threads)

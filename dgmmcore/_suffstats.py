@@ -22,10 +22,6 @@ class PathStats:
     means: np.ndarray
     scatters: np.ndarray
 
-    @property
-    def total(self):
-        return float(self.counts.sum())
-
 
 def merge_stats(a, b):
     """Statistics of the union of two disjoint row sets (Chan et al.'s pairwise update)."""
@@ -40,16 +36,6 @@ def merge_stats(a, b):
     return PathStats(n, means, scat)
 
 
-def _segments(offsets, seg):
-    sizes = np.diff(offsets)
-    n_seg = np.maximum(-(-sizes // seg), 0)
-    path = np.repeat(np.arange(len(sizes), dtype=np.intp), n_seg)
-    within = np.arange(len(path)) - np.repeat(np.cumsum(n_seg) - n_seg, n_seg)
-    start = np.repeat(offsets[:-1], n_seg) + within * seg
-    stop = np.minimum(start + seg, np.repeat(offsets[1:], n_seg))
-    return path, start.astype(np.intp), stop.astype(np.intp)
-
-
 def hard_stats(X, path_index, n_paths, shift, n_threads, seg=SEGMENT):
     """Statistics of rows assigned to paths ``path_index`` (n,), scattered about ``shift`` (P, D)
     (typically the current path means) and then centred exactly.
@@ -61,7 +47,7 @@ def hard_stats(X, path_index, n_paths, shift, n_threads, seg=SEGMENT):
     counts = np.bincount(path_index, minlength=n_paths).astype(np.float64)
     order = np.argsort(path_index, kind="stable").astype(np.intp)
     offsets = np.concatenate([[0], np.cumsum(counts.astype(np.intp))]).astype(np.intp)
-    task_path, start, stop = _segments(offsets, seg)
+    task_path, start, stop = _estep.split_runs(offsets, seg)
     shift = np.ascontiguousarray(shift, dtype=np.float64)
     part_sum = np.zeros((len(task_path), D))
     part_scatter = np.zeros((len(task_path), D, D))
