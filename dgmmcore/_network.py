@@ -98,21 +98,33 @@ class PathTable:
         self.active = np.flatnonzero(np.isfinite(log_weights)).astype(np.intp)
 
     @classmethod
-    def from_gaussians(cls, log_weights, means, covs, dtype=np.float64):
+    def from_gaussians(cls, log_weights, means, covs, dtype=np.float64, layers=None):
         """A table for arbitrary Gaussians (P, D) means, (P, D, D) covariances: R_p from the QR
-        of L_p^{-1}, where covs = L L^T, so that ||R_p v||^2 = v^T covs_p^{-1} v."""
-        P, D = means.shape
+        of L_p^{-1}, where covs = L L^T, so that ||R_p v||^2 = v^T covs_p^{-1} v. ``layers``
+        (product P, default (P,)) lets the heuristic search treat the Gaussians as the paths of
+        a network, in C order."""
+        D = means.shape[1]
         L = np.linalg.cholesky(covs)
         Linv = np.linalg.solve(L, np.broadcast_to(np.eye(D), covs.shape))
+        logdet = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+        return cls.from_factors(log_weights, means, precision_factors(Linv), logdet, dtype, layers)
+
+    @classmethod
+    def from_factors(cls, log_weights, means, R, logdet_cov, dtype=np.float64, layers=None):
+        """A table from upper-triangular precision factors R_p (R_p^T R_p = covs_p^{-1}) and
+        log|det covs_p|."""
+        P, D = means.shape
+        layers = (P,) if layers is None else tuple(int(n) for n in layers)
+        if int(np.prod(layers)) != P:
+            raise ValueError(f"layers {layers} do not multiply to the {P} Gaussians")
         table = object.__new__(cls)
-        table.layers = (P,)
+        table.layers = layers
         table.n_features = D
-        table.R = np.ascontiguousarray(precision_factors(Linv), dtype=dtype)
+        table.R = np.ascontiguousarray(R, dtype=dtype)
         table.mean64 = np.ascontiguousarray(means, dtype=np.float64)
         table.mean = np.ascontiguousarray(means, dtype=dtype)
-        logdet = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
         log_weights = np.asarray(log_weights, dtype=np.float64)
-        table.const = np.ascontiguousarray(log_weights - 0.5 * logdet
+        table.const = np.ascontiguousarray(log_weights - 0.5 * np.asarray(logdet_cov)
                                            - 0.5 * D * math.log(2 * math.pi))
         table.active = np.flatnonzero(np.isfinite(log_weights)).astype(np.intp)
         return table

@@ -213,7 +213,7 @@ def cmd_denoise(args):
         model.n_threads = args.threads
     img = _read_gray(args.image)
     t0 = time.perf_counter()
-    out = restoration.denoise(model, img, args.sigma)
+    out = restoration.denoise(model, img, args.sigma, search=args.search)
     print(f"denoised {args.image} ({img.shape[1]}x{img.shape[0]}) at sigma {args.sigma} in "
           f"{time.perf_counter() - t0:.1f} s")
     if args.clean:
@@ -232,7 +232,7 @@ def cmd_inpaint(args):
     img = _read_gray(args.image)
     mask = _read_gray(args.mask) > 127  # white marks missing pixels
     t0 = time.perf_counter()
-    out = restoration.inpaint(model, img, mask)
+    out = restoration.inpaint(model, img, mask, search=args.search)
     print(f"inpainted {int(mask.sum())} pixels of {args.image} in {time.perf_counter() - t0:.1f} s")
     _write_gray(args.out, out)
     print(f"written to {args.out}")
@@ -277,6 +277,8 @@ def build_parser():
     d.add_argument("-o", "--out", required=True)
     d.add_argument("--clean", help="the clean image, to report PSNR")
     d.add_argument("--threads", type=_positive, default=None)
+    d.add_argument("--search", choices=["auto", "exact", "heuristic"], default="auto",
+                   help="best-path search per patch (auto: the heuristic for deep networks)")
     d.set_defaults(func=cmd_denoise)
     ip = sub.add_parser("inpaint", help="fill the pixels marked white in MASK")
     ip.add_argument("model")
@@ -284,6 +286,8 @@ def build_parser():
     ip.add_argument("mask")
     ip.add_argument("-o", "--out", required=True)
     ip.add_argument("--threads", type=_positive, default=None)
+    ip.add_argument("--search", choices=["auto", "exact", "heuristic"], default="auto",
+                    help="best-path search per patch (auto: the heuristic for deep networks)")
     ip.set_defaults(func=cmd_inpaint)
     i = sub.add_parser("info", help="describe a model file")
     i.add_argument("model")

@@ -109,7 +109,7 @@ class DeepGMM:
         self.layer_weights_ = None if layer_weights is None else [frozen(w) for w in layer_weights]
         self.n_features_in_ = self.transforms_[0].shape[1]
         self._table = None
-        self._gmm_cache = None
+        self._derived = {}
 
     def _check_fitted(self):
         if not hasattr(self, "transforms_"):
@@ -269,7 +269,7 @@ class DeepGMM:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_table"] = state["_gmm_cache"] = None  # rebuilt where needed (can be large)
+        state["_table"], state["_derived"] = None, {}  # rebuilt where needed (can be large)
         return state
 
     def score_samples(self, X, mask=None):
@@ -307,10 +307,15 @@ class DeepGMM:
             arr = np.where(mask, 0.0, arr)  # masked entries may hold NaN
         return check_data(arr, n_features=self.n_features_in_), mask
 
+    def _cached(self, name, build):
+        """``build(self)``, computed once per parameter set (the cache is reset by _set_params)."""
+        derived = self.__dict__.setdefault("_derived", {})
+        if name not in derived:
+            derived[name] = build(self)
+        return derived[name]
+
     def _gmm(self):
-        if getattr(self, "_gmm_cache", None) is None:  # reset by _set_params
-            self._gmm_cache = self.to_gmm()
-        return self._gmm_cache
+        return self._cached("gmm", DeepGMM.to_gmm)
 
     def score(self, X):
         """Mean log-likelihood per row, in nats."""

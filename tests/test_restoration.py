@@ -65,3 +65,46 @@ def test_bad_arguments(prior):
     wrong = DeepGMM.from_params([np.stack([np.eye(5)])], [np.zeros((1, 5))], np.ones(1))
     with pytest.raises(ValueError, match="patch"):
         restoration.denoise(wrong, np.zeros((10, 10)), 10)
+    with pytest.raises(ValueError, match="search"):
+        restoration.denoise(prior, np.zeros((10, 10)), 10, search="greedy")
+
+
+def test_noisy_prior_matches_direct_computation(prior):
+    """The eigendecomposition shortcut gives the tables and gains of Sigma_k + S/beta."""
+    from dgmmcore._network import PathTable
+    w, mu, cov = prior.to_gmm()
+    D = mu.shape[1]
+    S = np.eye(D) - 1.0 / (D + 1)
+    X = np.random.default_rng(3).normal(0, 0.05, (50, D))
+    noisy = restoration._PatchPrior(prior)
+    for beta in (30.0, 3e4):
+        M = cov + S / beta
+        table, gains = noisy.at(beta)
+        direct = PathTable.from_gaussians(np.log(w), mu, M)
+        for x in X[:5]:
+            for k in range(len(w)):
+                diff = x - mu[k]
+                np.testing.assert_allclose(np.sum((table.R[k] @ diff) ** 2),
+                                           diff @ np.linalg.solve(M[k], diff), rtol=1e-7)
+        np.testing.assert_allclose(table.const, direct.const, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(gains, cov @ np.linalg.inv(M), rtol=1e-7, atol=1e-10)
+        assert np.allclose(np.tril(table.R, -1), 0)
+
+
+def test_heuristic_search_matches_exact_on_small_network(prior):
+    yy, xx = np.mgrid[0:24, 0:24]
+    clean = 128 + 60 * np.sin(0.2 * xx) * np.cos(0.15 * yy)
+    noisy = clean + 15 * np.random.default_rng(4).standard_normal(clean.shape)
+    exact = restoration.denoise(prior, noisy, 15, search="exact")
+    heur = restoration.denoise(prior, noisy, 15, search="heuristic")
+    # On a (4, 2) network the coordinate ascent finds the best path for nearly every patch,
+    # so the restorations agree closely (not exactly: a few patches keep a local optimum).
+    assert abs(restoration.psnr(clean, exact) - restoration.psnr(clean, heur)) < 0.05
+    np.testing.assert_array_equal(heur, restoration.denoise(prior, noisy, 15, search="heuristic"))
+
+
+def test_from_factors_checks_layers():
+    from dgmmcore._network import PathTable
+    with pytest.raises(ValueError, match="multiply"):
+        PathTable.from_factors(np.zeros(4), np.zeros((4, 2)), np.tile(np.eye(2), (4, 1, 1)),
+                               np.zeros(4), layers=(3, 2))
