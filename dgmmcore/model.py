@@ -285,7 +285,7 @@ class DeepGMM:
         """
         if mask is not None:
             X, mask = self._check_masked(X, mask)
-            return _impute.impute_rows(X, mask, *self._gmm())[1]
+            return _impute.impute_rows(X, mask, self._path_table())[1]
         return self._blockwise(X, best=False)[0]
 
     def impute(self, X, mask, return_loglik=False):
@@ -293,10 +293,10 @@ class DeepGMM:
         mixture: each path's Gaussian conditioned on the row's observed entries, weighted by
         the path's posterior given them. Values at masked positions are ignored (NaN is fine).
         With ``return_loglik``, also returns the log-density of each row's observed entries.
-        Cost: one Cholesky per path per distinct missing pattern, O(P D^3), plus O(P D^2) per
-        row."""
+        Cost: one Cholesky per path per distinct missing pattern, O(P |m|^2 D), plus
+        O(P D^2) per row, in batched matrix products."""
         X, mask = self._check_masked(X, mask)
-        filled, loglik = _impute.impute_rows(X, mask, *self._gmm())
+        filled, loglik = _impute.impute_rows(X, mask, self._path_table())
         return (filled, loglik) if return_loglik else filled
 
     def _check_masked(self, X, mask):

@@ -84,3 +84,27 @@ def test_nan_in_observed_entries_is_refused():
     X = np.array([[np.nan, 1.0]])
     with pytest.raises(ValueError, match="NaN"):
         model.impute(X, np.array([[False, True]]))
+
+
+def test_row_chunking_and_zero_weight_paths_do_not_change_the_result(monkeypatch):
+    from dgmmcore import _impute
+    rng = np.random.default_rng(5)
+    A, b, w = random_params((4, 3), 5, rng)
+    w = np.array(w, dtype=float).reshape(4, 3)
+    w[1, 2] = 0.0  # a path the fit left empty
+    model = DeepGMM.from_params(A, b, w / w.sum())
+    X, _ = model.sample(300, random_state=3)
+    mask = np.zeros(X.shape, dtype=bool)
+    mask[:, [0, 3]] = True  # one pattern shared by every row
+    mask[::7] = rng.random((len(X[::7]), 5)) < 0.5
+    filled, ll = model.impute(X, mask, return_loglik=True)
+    monkeypatch.setattr(_impute, "STEP_VALUES", 1)
+    filled1, ll1 = model.impute(X, mask, return_loglik=True)
+    np.testing.assert_allclose(filled1, filled, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ll1, ll, rtol=1e-12)
+    ws, means, covs = path_gaussians(A, b, w / w.sum())
+    i = 1
+    o = ~mask[i]
+    comp = [np.log(wp) + multivariate_normal(mu[o], C[np.ix_(o, o)]).logpdf(X[i, o])
+            for wp, mu, C in zip(ws, means, covs) if wp > 0]
+    np.testing.assert_allclose(ll[i], logsumexp(comp), rtol=1e-10)
