@@ -55,10 +55,16 @@ def effective_n_threads(n_threads=None):
 
 
 @contextmanager
-def single_threaded_blas():
-    """Limit every loaded BLAS to one thread: the kernels call BLAS from inside OpenMP threads."""
+def limited_blas(n_threads):
+    """Limit every loaded BLAS to ``n_threads`` threads (the model's setting, so that numpy
+    work done for a model does not use more cores than its kernels)."""
     global _controller
     if _controller is None:
         _controller = ThreadpoolController()
-    with _controller.limit(limits=1, user_api="blas"):
+    with _controller.limit(limits=int(n_threads), user_api="blas"):
         yield
+
+
+def single_threaded_blas():
+    """Limit every loaded BLAS to one thread: the kernels call BLAS from inside OpenMP threads."""
+    return limited_blas(1)

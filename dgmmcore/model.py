@@ -8,7 +8,7 @@ from . import _distributed, _em, _estep, _impute
 from ._data import RowSource
 from ._executor import LocalExecutor
 from ._network import PathTable, n_paths, unravel_paths
-from ._threads import effective_n_threads
+from ._threads import effective_n_threads, limited_blas
 from ._validation import (check_choice, check_data, check_float, check_int, check_layers,
                           check_n_threads, check_params, check_random_state)
 
@@ -209,8 +209,9 @@ class DeepGMM:
                              f"rows, X has {executor.n_rows}")
         rng = check_random_state(self.random_state)
         try:
-            run = _em.fit_model(self, executor, rng, self._threads(), checkpoint,
-                                checkpoint_every, state)
+            with limited_blas(self._threads()):  # numpy work outside the kernels, too
+                run = _em.fit_model(self, executor, rng, self._threads(), checkpoint,
+                                    checkpoint_every, state)
         finally:
             executor.close()
         self._set_params(run.A, run.b, run.weights, run.layer_weights)
@@ -285,7 +286,8 @@ class DeepGMM:
         """
         if mask is not None:
             X, mask = self._check_masked(X, mask)
-            return _impute.impute_rows(X, mask, self._path_table())[1]
+            with limited_blas(self._threads()):
+                return _impute.impute_rows(X, mask, self._path_table())[1]
         return self._blockwise(X, best=False)[0]
 
     def impute(self, X, mask, return_loglik=False):
@@ -296,7 +298,8 @@ class DeepGMM:
         Cost: one Cholesky per path per distinct missing pattern, O(P |m|^2 D), plus
         O(P D^2) per row, in batched matrix products."""
         X, mask = self._check_masked(X, mask)
-        filled, loglik = _impute.impute_rows(X, mask, self._path_table())
+        with limited_blas(self._threads()):
+            filled, loglik = _impute.impute_rows(X, mask, self._path_table())
         return (filled, loglik) if return_loglik else filled
 
     def _check_masked(self, X, mask):

@@ -21,7 +21,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import _estep
 from ._network import PathTable, ravel_paths
-from ._threads import effective_n_threads
+from ._threads import effective_n_threads, limited_blas
 
 
 def psnr(reference, estimate, peak=255.0):
@@ -145,12 +145,17 @@ def _accumulate(shape, side, patches):
 
 
 def _hqs(model, y, observed, lam, betas, init, scale, n_threads, search):
+    search = _resolve_search(search, tuple(model.layers))
+    threads = effective_n_threads(n_threads if n_threads is not None else model.n_threads)
+    with limited_blas(threads):
+        return _hqs_loop(model, y, observed, lam, betas, init, scale, threads, search)
+
+
+def _hqs_loop(model, y, observed, lam, betas, init, scale, threads, search):
     img = init / scale
     y = y / scale
     side = int(round(math.sqrt(model.n_features_in_ + 1)))
     prior = _patch_prior(model)
-    search = _resolve_search(search, prior.layers)
-    threads = effective_n_threads(n_threads if n_threads is not None else model.n_threads)
     paths = None
     for beta in betas:
         z, paths = _restore_patches(prior, _patches(img, side), beta, threads, search, paths)
