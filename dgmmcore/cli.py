@@ -277,8 +277,8 @@ def build_parser():
     d.add_argument("-o", "--out", required=True)
     d.add_argument("--clean", help="the clean image, to report PSNR")
     d.add_argument("--threads", type=_positive, default=None)
-    d.add_argument("--search", choices=["auto", "exact", "heuristic"], default="auto",
-                   help="best-path search per patch (auto: the heuristic for deep networks)")
+    d.add_argument("--search", choices=["tracked", "exact", "heuristic"], default="tracked",
+                   help="path choice per patch (see dgmmcore.restoration.denoise)")
     d.set_defaults(func=cmd_denoise)
     ip = sub.add_parser("inpaint", help="fill the pixels marked white in MASK")
     ip.add_argument("model")
@@ -286,8 +286,8 @@ def build_parser():
     ip.add_argument("mask")
     ip.add_argument("-o", "--out", required=True)
     ip.add_argument("--threads", type=_positive, default=None)
-    ip.add_argument("--search", choices=["auto", "exact", "heuristic"], default="auto",
-                    help="best-path search per patch (auto: the heuristic for deep networks)")
+    ip.add_argument("--search", choices=["tracked", "exact", "heuristic"], default="tracked",
+                    help="path choice per patch (see dgmmcore.restoration.denoise)")
     ip.set_defaults(func=cmd_inpaint)
     i = sub.add_parser("info", help="describe a model file")
     i.add_argument("model")

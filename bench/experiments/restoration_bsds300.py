@@ -90,7 +90,7 @@ def cmd_denoise(args):
     for label, path, model in models:
         model.n_threads = args.threads
         for sigma in args.sigmas:
-            key = f"{label}|{sigma:g}"
+            key = f"{label}|{args.search}|{sigma:g}"
             entries = done.setdefault(key, {})
             for image_id in ids:
                 if image_id in entries:
@@ -111,11 +111,11 @@ def cmd_denoise(args):
     rows = []
     for label, path, model in models:
         for sigma in args.sigmas:
-            entries = done[f"{label}|{sigma:g}"]
+            entries = done[f"{label}|{args.search}|{sigma:g}"]
             per = [entries[i] for i in ids]
             rows.append({"model": label, "file": os.path.basename(path),
                          "layers": list(model.layers), "paths": int(np.prod(model.layers)),
-                         "sigma": sigma, "images": len(per),
+                         "search": args.search, "sigma": sigma, "images": len(per),
                          "psnr_noisy": float(np.mean([e["psnr_noisy"] for e in per])),
                          "psnr": float(np.mean([e["psnr"] for e in per])),
                          "seconds_per_image": float(np.mean([e["seconds"] for e in per])),
@@ -124,8 +124,10 @@ def cmd_denoise(args):
             print(f"{label:>18} sigma {sigma:>4g}: {r['psnr']:.2f} dB over {r['images']} images"
                   f" (noisy {r['psnr_noisy']:.2f}), {r['seconds_per_image']:.1f} s/image")
     result = load_result()
-    result.update({"machine": machine(), "threads": args.threads, "search": args.search,
-                   "image_set": args.images, "denoise": rows})
+    new = {(r["model"], r["search"], r["sigma"]) for r in rows}
+    kept = [r for r in result.get("denoise", []) if (r["model"], r["search"], r["sigma"]) not in new]
+    result.update({"machine": machine(), "threads": args.threads, "image_set": args.images,
+                   "denoise": kept + rows})
     write_json(RESULT_FILE, result)
 
 
@@ -173,7 +175,7 @@ def main(argv=None):
                    help="training size of the default Table 1 models")
     p.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50])
     p.add_argument("--images", default="bsd68", help="bsd68, all, or the first N test images")
-    p.add_argument("--search", default="auto", choices=["auto", "exact", "heuristic"])
+    p.add_argument("--search", default="tracked", choices=["tracked", "exact", "heuristic"])
     p.add_argument("--patches", type=int, default=50_000, help="test patches for impute")
     p.add_argument("--random-patches", type=int, default=2_000,
                    help="test patches for the random masks (one pattern per row)")
