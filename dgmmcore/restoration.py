@@ -8,8 +8,9 @@ splitting, penalty beta increasing over ``betas``):
    variance 1/beta: its mean (DC) is kept (the prior says nothing about it), its 63 AC
    coordinates a get the Wiener estimate of the best path k,
        z = mu_k + Sigma_k (Sigma_k + N)^{-1} (a - mu_k),   N = (I - 11^T/64) / beta,
-   where k maximises pi_k N(a | mu_k, Sigma_k + N) (scored by the compiled kernel) and N is
-   the exact covariance of white pixel noise seen in those coordinates;
+   where k is the patch's path with the highest pi_k N(a | mu_k, Sigma_k + N) (scored by the
+   compiled kernel; found exhaustively or by the paper's coordinate ascent, see ``denoise``)
+   and N is the exact covariance of white pixel noise seen in those coordinates;
 2. the image is the weighted average  x = (lambda y + beta sum_i P_i^T z_i) /
    (lambda + beta sum_i P_i^T P_i)  (denoising), or the patch average at the missing pixels
    with the observed ones kept as given (inpainting, the lambda -> infinity limit).

@@ -180,6 +180,35 @@ def cmd_figure2(args):
         "machine": machine(), "layers": list(layers), "rows": len(X),
         "full_search": float(exact.mean()), "by_passes": by_passes, "by_restarts": by_restarts,
         "switch_rate": [r["switch_rate"] for r in model.history_]})
+    plot_figure2(float(exact.mean()), by_passes, by_restarts,
+                 [r["switch_rate"] for r in model.history_], args.dataset)
+
+
+def plot_figure2(full_search, by_passes, by_restarts, switch_rate, dataset):
+    """The paper's Figure 2: (a) best-path log-likelihood by passes, (b) by restarts, both
+    against the full search, (c) switch rate over EM iterations."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, values, label in ((axes[0], by_passes, "passes"), (axes[1], by_restarts, "restarts")):
+        ax.plot(range(1, len(values) + 1), values, marker="o", label="heuristic")
+        ax.axhline(full_search, color="k", linestyle="--", label="full search")
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean best-path log-likelihood")
+        ax.legend()
+    rates = [(i, 100 * r) for i, r in enumerate(switch_rate) if r == r]  # drop NaN (cold start)
+    if rates:
+        axes[2].plot(*zip(*rates), marker=".")
+    axes[2].set_xlabel("EM iteration")
+    axes[2].set_ylabel("switch rate (%)")
+    fig.suptitle(f"Figure 2 ({dataset})")
+    fig.tight_layout()
+    fig.savefig(os.path.join(RESULTS, f"figure2-{dataset}.png"), dpi=120)
 
 
 def main(argv=None):
