@@ -76,6 +76,14 @@ def write_data(path, gigabytes, seed=0):
         out[lo:hi] = datasets.preprocess(rows, random_state=rng)
     out.flush()
     del out
+    # Drop the file from the page cache: pages cached now would stay charged to this process's
+    # cgroup, not to the limited child that reads them.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
     return n
 
 
@@ -118,6 +126,16 @@ class MemoryCgroup:
                     f.write(str(os.getpid()))
         return subprocess.run(cmd, capture_output=True, text=True, preexec_fn=enter)
 
+    def peak_bytes(self):
+        """Peak memory charged to the cgroup (anonymous memory and page cache), if known."""
+        for name in ("memory.peak", "memory.max_usage_in_bytes"):
+            try:
+                with open(os.path.join(self.path, name)) as f:
+                    return int(f.read())
+            except (OSError, TypeError, ValueError):
+                pass
+        return None
+
     def close(self):
         if self.path:
             try:
@@ -152,6 +170,7 @@ def main(argv=None):
         if fit.returncode != 0:
             raise SystemExit(f"the fit failed (rc {fit.returncode}):\n{fit.stderr[-3000:]}")
         result = json.loads(fit.stdout.strip().splitlines()[-1])
+        result["cgroup_peak_bytes"] = cgroup.peak_bytes()
         control = cgroup.run([sys.executable, "-c",
                               f"import numpy as np; np.load({path!r}).sum(); print('loaded')"])
     finally:
