@@ -2,6 +2,7 @@
 
     python bench/experiments/restoration_bsds300.py denoise [--models LABEL=MODEL.npz ...]
         [--sigmas 15 25 50] [--images bsd68|all|N] [--threads T]
+    python bench/experiments/restoration_bsds300.py searches --images 3 --sigmas 25 50
     python bench/experiments/restoration_bsds300.py impute [--models ...] [--patches N]
 
 denoise: every image of the set (default: the 68 BSDS300 test images of Zoran & Weiss' EPLL
@@ -9,6 +10,9 @@ table, ids in bsd68_ids.txt) in grayscale (0..255), white Gaussian noise of std 
 (seeded per image and sigma, not clipped), restored with ``dgmmcore.restoration.denoise``;
 PSNR of the unclipped estimate, averaged over the images, and seconds per image. Finished
 (model, sigma, image) entries are kept in --work, so a stopped run resumes.
+
+searches: the path search modes of ``denoise`` ('tracked', 'exact', 'heuristic') on crops
+of the first test images.
 
 impute: test patches (the Table 1 protocol), a fraction of the 63 coordinates hidden, filled
 with the posterior mean (``model.impute``); mean squared error on the hidden entries, in the
@@ -131,6 +135,34 @@ def cmd_denoise(args):
     write_json(RESULT_FILE, result)
 
 
+def cmd_searches(args):
+    """Path search modes against each other on crops of the first test images."""
+    from dgmmcore import datasets, restoration
+    models = parse_models(args.models or default_models(args.train))
+    ids = image_ids(args.root, args.images)
+    folder = os.path.join(args.root, "images", "test")
+    crops = [img[100:100 + args.crop, 100:100 + args.crop].astype(np.float64)
+             for img in datasets.load_images([os.path.join(folder, f"{i}.jpg") for i in ids])]
+    rows = []
+    for label, path, model in models:
+        model.n_threads = args.threads
+        for search in restoration.SEARCHES if len(model.layers) > 1 else ("exact",):
+            psnrs, t0 = [], time.perf_counter()
+            for sigma in args.sigmas:
+                for image_id, clean in zip(ids, crops):
+                    noisy = noisy_image(clean, sigma, image_id, args.seed)
+                    out = restoration.denoise(model, noisy, sigma, search=search)
+                    psnrs.append(restoration.psnr(clean, out))
+            rows.append({"model": label, "search": search, "sigmas": args.sigmas,
+                         "images": ids, "crop": args.crop, "mean_psnr": float(np.mean(psnrs)),
+                         "psnr": psnrs, "seconds": time.perf_counter() - t0})
+            print(f"{label:>18} {search:>9}: {rows[-1]['mean_psnr']:.3f} dB "
+                  f"({rows[-1]['seconds']:.0f} s)", flush=True)
+    result = load_result()
+    result.update({"machine": machine(), "search_comparison": rows})
+    write_json(RESULT_FILE, result)
+
+
 def cmd_impute(args):
     from dgmmcore import datasets
     models = parse_models(args.models or default_models(args.train))
@@ -168,7 +200,7 @@ def cmd_impute(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("command", choices=["denoise", "impute"])
+    p.add_argument("command", choices=["denoise", "searches", "impute"])
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.add_argument("--models", nargs="+", help="LABEL=MODEL.npz (default: the Table 1 models)")
     p.add_argument("--train", type=int, default=200_000,
@@ -176,6 +208,7 @@ def main(argv=None):
     p.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50])
     p.add_argument("--images", default="bsd68", help="bsd68, all, or the first N test images")
     p.add_argument("--search", default="tracked", choices=["tracked", "exact", "heuristic"])
+    p.add_argument("--crop", type=int, default=160, help="crop side for 'searches'")
     p.add_argument("--patches", type=int, default=50_000, help="test patches for impute")
     p.add_argument("--random-patches", type=int, default=2_000,
                    help="test patches for the random masks (one pattern per row)")
@@ -183,7 +216,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=OUT)
     args = p.parse_args(argv)
-    {"denoise": cmd_denoise, "impute": cmd_impute}[args.command](args)
+    {"denoise": cmd_denoise, "searches": cmd_searches, "impute": cmd_impute}[args.command](args)
 
 
 if __name__ == "__main__":
