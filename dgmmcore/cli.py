@@ -239,6 +239,12 @@ def cmd_inpaint(args):
     return 0
 
 
+def _restoration_options(parser):
+    parser.add_argument("--threads", type=_positive, default=None)
+    parser.add_argument("--search", choices=["tracked", "exact", "heuristic"], default="tracked",
+                        help="path choice per patch (see dgmmcore.restoration.denoise)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="dgmm", description="Deep Gaussian Mixture Models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -276,18 +282,14 @@ def build_parser():
     d.add_argument("--sigma", type=float, required=True, help="noise std on the 0-255 scale")
     d.add_argument("-o", "--out", required=True)
     d.add_argument("--clean", help="the clean image, to report PSNR")
-    d.add_argument("--threads", type=_positive, default=None)
-    d.add_argument("--search", choices=["tracked", "exact", "heuristic"], default="tracked",
-                   help="path choice per patch (see dgmmcore.restoration.denoise)")
+    _restoration_options(d)
     d.set_defaults(func=cmd_denoise)
     ip = sub.add_parser("inpaint", help="fill the pixels marked white in MASK")
     ip.add_argument("model")
     ip.add_argument("image")
     ip.add_argument("mask")
     ip.add_argument("-o", "--out", required=True)
-    ip.add_argument("--threads", type=_positive, default=None)
-    ip.add_argument("--search", choices=["tracked", "exact", "heuristic"], default="tracked",
-                    help="path choice per patch (see dgmmcore.restoration.denoise)")
+    _restoration_options(ip)
     ip.set_defaults(func=cmd_inpaint)
     i = sub.add_parser("info", help="describe a model file")
     i.add_argument("model")
