@@ -20,7 +20,9 @@ from common import measure, row, threads
 NAME = "stats"
 
 
-def numpy_gemm_stats(X, path, P):
+def numpy_stats(X, path, P, product="gemm"):
+    """Per-path counts, means and centred scatter in numpy: one GEMM (``Y.T @ Y``) or one
+    einsum per path."""
     D = X.shape[1]
     counts = np.bincount(path, minlength=P)
     order = np.argsort(path, kind="stable")
@@ -32,23 +34,7 @@ def numpy_gemm_stats(X, path, P):
         m = Y.mean(axis=0)
         Y = Y - m
         sums[p] = m
-        scat[p] = Y.T @ Y
-    return counts, sums, scat
-
-
-def numpy_einsum_stats(X, path, P):
-    D = X.shape[1]
-    counts = np.bincount(path, minlength=P)
-    order = np.argsort(path, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    sums = np.zeros((P, D))
-    scat = np.zeros((P, D, D))
-    for p in np.flatnonzero(counts):
-        Y = X[order[bounds[p]:bounds[p + 1]]]
-        m = Y.mean(axis=0)
-        Y = Y - m
-        sums[p] = m
-        scat[p] = np.einsum("ni,nj->ij", Y, Y)
+        scat[p] = Y.T @ Y if product == "gemm" else np.einsum("ni,nj->ij", Y, Y)
     return counts, sums, scat
 
 
@@ -67,7 +53,7 @@ def _stats_bench(ctx):
     shift = centres + 0.01 * rng.standard_normal((P, D))  # "current path means"
     flops = n * D * (D + 1.0)
     rows = []
-    ref_g = numpy_gemm_stats(X, path, P)
+    ref_g = numpy_stats(X, path, P)
     for t in ctx.threads:
         pk = ctx.peak(np.float64, t)
         hard_stats(X[:1000], path[:1000], P, shift, t)
@@ -75,9 +61,9 @@ def _stats_bench(ctx):
         st = m["result"]
         err = float(np.max(np.abs(st.scatters - ref_g[2])) / np.max(np.abs(ref_g[2])))
         with threads(t):
-            numpy_gemm_stats(X[:1000], path[:1000], P)
-            mg = measure(lambda: numpy_gemm_stats(X, path, P), ctx.repeats, ctx.warmup_big, t)
-            me = measure(lambda: numpy_einsum_stats(X[:n_einsum], path[:n_einsum], P),
+            numpy_stats(X[:1000], path[:1000], P)
+            mg = measure(lambda: numpy_stats(X, path, P), ctx.repeats, ctx.warmup_big, t)
+            me = measure(lambda: numpy_stats(X[:n_einsum], path[:n_einsum], P, "einsum"),
                          max(1, min(3, ctx.repeats)), 0, t)
         g = flops / m["median"] / 1e9
         gg = flops / mg["median"] / 1e9

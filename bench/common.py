@@ -351,27 +351,29 @@ def environment(ctx):
 
 
 # ------------------------------------------------------------------ memory
-def peak_rss_mb():
-    """Peak resident set of this process so far, MB (VmHWM; ru_maxrss as a fallback)."""
+def _proc_status_mb(field):
+    """A memory field of /proc/self/status ("VmHWM", "VmRSS", ...) in MB, or None."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return None
+
+
+def peak_rss_mb():
+    """Peak resident set of this process so far, MB (VmHWM; ru_maxrss as a fallback)."""
+    peak = _proc_status_mb("VmHWM")
+    if peak is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak
 
 
 def current_rss_mb():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
+    rss = _proc_status_mb("VmRSS")
+    return float("nan") if rss is None else rss
 
 
 def reset_peak_rss():

@@ -38,12 +38,13 @@ LOG2PI = math.log(2.0 * math.pi)
 
 
 # ---------------------------------------------------------------------------- network algebra
-def _fold(Q, c):
+def _fold(Q, c, D=None):
     """(W (P, D, D), w (P, D)) with z = W_p x + w_p for every path, C order of the paths.
 
     z = Q1 (Q2 (... (Qk x + ck) ...) + c2) + c1, built from layer 1 down: for a prefix map
-    z = W u + w with u the input of layer j, u = Q_j v + c_j gives W Q_j and W c_j + w."""
-    D = Q[0].shape[1]
+    z = W u + w with u the input of layer j, u = Q_j v + c_j gives W Q_j and W c_j + w.
+    Given a prefix of the layers, the maps of every prefix path (identity for no layers)."""
+    D = Q[0].shape[1] if D is None else D
     W = np.eye(D)[None]
     w = np.zeros((1, D))
     for q, cc in zip(Q, c):
@@ -205,16 +206,6 @@ def _node_objective(Om, S, Lmat, const, N):
     return f
 
 
-def _lower_maps(Q, c, D):
-    """z = R_g u + r_g for every prefix g over the given layers (C order)."""
-    R = np.eye(D)[None]
-    r = np.zeros((1, D))
-    for q, cc in zip(Q, c):
-        r = (np.einsum("gij,nj->gni", R, cc) + r[:, None]).reshape(-1, D)
-        R = np.matmul(R[:, None], q[None]).reshape(-1, D, D)
-    return R, r
-
-
 def mstep(Q, c, counts, means, scat, layers, reg_covar, maxiter, rng):
     D = means.shape[1]
     Q = [q.copy() for q in Q]
@@ -232,7 +223,7 @@ def mstep(Q, c, counts, means, scat, layers, reg_covar, maxiter, rng):
         n_gi = cnt.sum(axis=2)                                   # (G, Nj)
         s1 = np.einsum("giu,giud->gid", cnt, mu)                 # sum v
         s2 = C.sum(axis=2) + np.matmul(np.swapaxes(cnt[..., None] * mu, 2, 3), mu)  # sum v v^T
-        R, r = _lower_maps(Q[:j], c[:j], D)
+        R, r = _fold(Q[:j], c[:j], D)
         Om = np.matmul(np.swapaxes(R, 1, 2), R)
         Rr = np.einsum("gki,gk->gi", R, r)
         rr = np.einsum("gk,gk->g", r, r)

@@ -145,6 +145,17 @@ def markdown(data):
 
 
 # ------------------------------------------------------------------ plots
+def _save(fig, ax, plt, out_dir, name, **legend):
+    """Legend, grid, write the figure to out_dir/name and close it; returns the path."""
+    path = os.path.join(out_dir, name)
+    ax.legend(**legend)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plots(data, out_dir, mode):
     import matplotlib
     matplotlib.use("Agg")
@@ -175,13 +186,8 @@ def plots(data, out_dir, mode):
         ax.set_xlabel("paths (Gaussian components)")
         ax.set_ylabel("path evaluations / s")
         ax.set_title(f"Exact scoring throughput, D={D}")
-        ax.legend(fontsize=7, ncol=2)
-        ax.grid(True, which="both", alpha=0.3)
-        p = os.path.join(out_dir, f"scoring_throughput-{mode}.png")
-        fig.tight_layout()
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, ax, plt, out_dir, f"scoring_throughput-{mode}.png",
+                             fontsize=7, ncol=2))
 
     # time vs n
     sc = rows_of(data, "scaling")
@@ -202,13 +208,7 @@ def plots(data, out_dir, mode):
         ax.set_xlabel("rows n")
         ax.set_ylabel("seconds")
         ax.set_title("Time vs n (dotted: linear)")
-        ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-        p = os.path.join(out_dir, f"time_vs_n-{mode}.png")
-        fig.tight_layout()
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, ax, plt, out_dir, f"time_vs_n-{mode}.png", fontsize=8))
 
     # memory vs n
     mem = [r for r in sc if str(r.get("series", "")).startswith("memory_")]
@@ -225,13 +225,7 @@ def plots(data, out_dir, mode):
         ax.set_xlabel("rows n")
         ax.set_ylabel("MB above the RSS before the call")
         ax.set_title("Peak memory vs n")
-        ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-        p = os.path.join(out_dir, f"memory_vs_n-{mode}.png")
-        fig.tight_layout()
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, ax, plt, out_dir, f"memory_vs_n-{mode}.png", fontsize=8))
 
     # M-step crossover
     ms = [r for r in rows_of(data, "mstep") if r.get("groups")]
@@ -252,13 +246,7 @@ def plots(data, out_dir, mode):
         ax.set_xlabel("path groups G")
         ax.set_ylabel("seconds")
         ax.set_title("M-step node objective: per-group vs Kronecker")
-        ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-        p = os.path.join(out_dir, f"mstep_crossover-{mode}.png")
-        fig.tight_layout()
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, ax, plt, out_dir, f"mstep_crossover-{mode}.png", fontsize=8))
     return written
 
 
