@@ -89,6 +89,7 @@ class EMRun:
         iteration's parameters in place (``self.interrupted`` tells)."""
         m = self.model
         done = len(self.history)  # > 0 when resuming from a checkpoint
+        self._first_iter = done  # the ETA averages over this run's iterations only
         prev = self.history[-1]["objective"] if done else None
         t_fit = time.perf_counter()
         self.interrupted = False
@@ -149,10 +150,11 @@ class EMRun:
     def _finish(self, record, t_fit):
         self.history.append(record)
         if self.model.verbose:
-            _print_record(record, time.perf_counter() - t_fit, self.model.max_iter)
+            _print_record(record, time.perf_counter() - t_fit, self.model.max_iter,
+                          self._first_iter)
 
 
-def _print_record(r, elapsed, max_iter):
+def _print_record(r, elapsed, max_iter, first_iter=0):
     it = r["iter"]
     line = f"iter {it:4d}  objective {r['objective']:12.5f}"
     if np.isfinite(r["switch_rate"]):
@@ -160,7 +162,7 @@ def _print_record(r, elapsed, max_iter):
     line += f"  E {r['estep_seconds']:7.2f}s"
     if "mstep_seconds" in r:
         line += f"  M {r['mstep_seconds']:7.2f}s"
-        eta = elapsed / max(it + 1, 1) * (max_iter - it)
+        eta = elapsed / max(it + 1 - first_iter, 1) * (max_iter - it)
         line += f"  ETA {eta:7.1f}s"
     print(line, flush=True)
 

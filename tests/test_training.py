@@ -123,6 +123,16 @@ def test_verbose_prints_iterations(capsys):
     assert "iter    1" in out and "switch" in out and "ETA" in out
 
 
+def test_eta_counts_only_this_runs_iterations(capsys):
+    """A run resumed at iteration 45 that spent 10 s on 5 iterations has 2 s per iteration
+    left to spend on each of the 51 remaining ones, not 10 s / 50."""
+    from dgmmcore._em import _print_record
+    record = {"iter": 49, "objective": 1.0, "switch_rate": 0.01, "estep_seconds": 1.5,
+              "mstep_seconds": 0.5}
+    _print_record(record, elapsed=10.0, max_iter=100, first_iter=45)
+    assert "ETA   102.0s" in capsys.readouterr().out
+
+
 def test_factorized_prior():
     X, _ = known_model((3, 2), D=3).sample(2000, random_state=0)
     with warnings.catch_warnings():

@@ -161,7 +161,8 @@ def cmd_figure2(args):
     from dgmmcore import _estep
     train = load_data(args, "train", args.train)
     layers = parse_layers(args.models[0])
-    tag = f"{args.dataset}-f2-{'x'.join(map(str, layers))}-n{len(train)}-s{args.seed}"
+    # the Table 1 network of the same size and training set (trained here if not there yet)
+    tag = f"{args.dataset}-t1-{'x'.join(map(str, layers))}-n{len(train)}-s{args.seed}"
     model, _ = fit_or_resume(layers, train, args, tag)
     X = train[: args.test]
     table = model._path_table()
