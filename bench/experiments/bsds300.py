@@ -91,6 +91,21 @@ def write_json(name, payload):
     print(f"wrote {path}")
 
 
+def merge_rows(old_rows, new_rows, key):
+    """The new rows plus the old ones whose key(row) no new row has: a rerun with other sizes
+    adds to a results file instead of replacing it."""
+    fresh = {key(r) for r in new_rows}
+    return [r for r in old_rows if key(r) not in fresh] + list(new_rows)
+
+
+def read_json(name):
+    path = os.path.join(RESULTS, name)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def parse_layers(text):
     return tuple(int(t) for t in text.split(","))
 
@@ -111,8 +126,10 @@ def cmd_table1(args):
                      "test_loglik": ll, "stderr": se, "fit_seconds": seconds,
                      "threads": args.threads})
         print(f"   test {ll:.3f} +- {se:.3f} nats, {seconds:.0f} s", flush=True)
+        old_rows = read_json(f"{args.dataset}.json").get("models", [])
+        key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"])  # noqa: E731
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
-                                            "models": rows})
+                                            "models": merge_rows(old_rows, rows, key)})
 
 
 def cmd_figure4(args):

@@ -31,7 +31,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bsds300 import DEFAULT_ROOT, RESULTS, machine, write_json  # noqa: E402
+from bsds300 import DEFAULT_ROOT, machine, merge_rows, read_json, write_json  # noqa: E402
 
 # Zoran & Weiss 2011, Table 1: EPLL with a 200-component GMM, 68 BSDS test images.
 PUBLISHED_EPLL = {"15": 31.21, "25": 28.68, "50": 25.67}
@@ -67,14 +67,6 @@ def image_ids(root, which):
         return ids
     ids = [str(i) for i in test_ids]
     return ids if which == "all" else ids[: int(which)]
-
-
-def load_result():
-    path = os.path.join(RESULTS, RESULT_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
 
 
 def noisy_image(clean, sigma, image_id, seed):
@@ -123,15 +115,16 @@ def cmd_denoise(args):
                          "psnr_noisy": float(np.mean([e["psnr_noisy"] for e in per])),
                          "psnr": float(np.mean([e["psnr"] for e in per])),
                          "seconds_per_image": float(np.mean([e["seconds"] for e in per])),
+                         "threads": args.threads,
                          "published_epll_200": PUBLISHED_EPLL.get(f"{sigma:g}")})
             r = rows[-1]
             print(f"{label:>18} sigma {sigma:>4g}: {r['psnr']:.2f} dB over {r['images']} images"
                   f" (noisy {r['psnr_noisy']:.2f}), {r['seconds_per_image']:.1f} s/image")
-    result = load_result()
-    new = {(r["model"], r["search"], r["sigma"]) for r in rows}
-    kept = [r for r in result.get("denoise", []) if (r["model"], r["search"], r["sigma"]) not in new]
-    result.update({"machine": machine(), "threads": args.threads, "image_set": args.images,
-                   "denoise": kept + rows})
+    result = read_json(RESULT_FILE)
+    result.pop("threads", None)  # per row now: sigmas may run with different thread counts
+    key = lambda r: (r["model"], r["search"], r["sigma"])  # noqa: E731
+    result.update({"machine": machine(), "image_set": args.images,
+                   "denoise": merge_rows(result.get("denoise", []), rows, key)})
     write_json(RESULT_FILE, result)
 
 
@@ -158,7 +151,7 @@ def cmd_searches(args):
                          "psnr": psnrs, "seconds": time.perf_counter() - t0})
             print(f"{label:>18} {search:>9}: {rows[-1]['mean_psnr']:.3f} dB "
                   f"({rows[-1]['seconds']:.0f} s)", flush=True)
-    result = load_result()
+    result = read_json(RESULT_FILE)
     result.update({"machine": machine(), "search_comparison": rows})
     write_json(RESULT_FILE, result)
 
@@ -193,7 +186,7 @@ def cmd_impute(args):
             r = rows[-1]
             print(f"{label:>18} {name:>12}: MSE {r['mse']:.3e} (zero fill {r['mse_zero_fill']:.3e})"
                   f" in {seconds:.1f} s", flush=True)
-    result = load_result()
+    result = read_json(RESULT_FILE)
     result.update({"machine": machine(), "impute": rows})
     write_json(RESULT_FILE, result)
 
