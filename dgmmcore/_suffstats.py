@@ -1,7 +1,7 @@
 """Per-path sufficient statistics of the data: counts, means and centred scatter matrices.
 
-Hard assignments go through the compiled ``scatter_tasks`` kernel; soft responsibilities are
-accumulated chunk by chunk with BLAS (soft EM is for networks with few paths).
+Hard assignments and soft responsibilities (those above a floor) go through the same compiled
+``scatter_tasks`` kernel, grouped by path.
 """
 from dataclasses import dataclass
 
@@ -42,18 +42,28 @@ def hard_stats(X, path_index, n_paths, shift, n_threads, seg=SEGMENT):
 
     Each task covers at most ``seg`` rows of one path and writes its own slot; slots are summed
     in task order, so the result does not depend on the thread count."""
-    n, D = X.shape
     path_index = np.asarray(path_index, dtype=np.intp)
     counts = np.bincount(path_index, minlength=n_paths).astype(np.float64)
-    order = np.argsort(path_index, kind="stable").astype(np.intp)
-    offsets = np.concatenate([[0], np.cumsum(counts.astype(np.intp))]).astype(np.intp)
-    task_path, start, stop = _estep.split_runs(offsets, seg)
+    rows = np.arange(X.shape[0], dtype=np.intp)
+    sums, scat = _sums_about(X, rows, path_index, None, n_paths, shift, n_threads, seg)
+    return _centre(counts, sums, scat, shift)
+
+
+def _sums_about(X, rows, path_index, weights, n_paths, shift, n_threads, seg):
+    """Per path p: sum w (x - shift[p]) and sum w (x - shift[p])(x - shift[p])^T over the
+    entries (X[rows[i]], path_index[i], weights[i]) with that path (weights None: all 1)."""
+    D = X.shape[1]
     shift = np.ascontiguousarray(shift, dtype=np.float64)
+    order = np.argsort(path_index, kind="stable").astype(np.intp)
+    sizes = np.bincount(path_index, minlength=n_paths)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
+    task_path, start, stop = _estep.split_runs(offsets, seg)
     part_sum = np.zeros((len(task_path), D))
     part_scatter = np.zeros((len(task_path), D, D))
+    w = None if weights is None else np.ascontiguousarray(weights[order], dtype=np.float64)
     with single_threaded_blas():
-        _stats.scatter_tasks(X, order, task_path, start, stop, shift, part_sum, part_scatter,
-                             n_threads)
+        _stats.scatter_tasks(X, np.ascontiguousarray(rows[order]), task_path, start, stop,
+                             shift, part_sum, part_scatter, n_threads, w)
     sums = np.zeros((n_paths, D))
     scat = np.zeros((n_paths, D, D))
     used = np.unique(task_path)
@@ -62,7 +72,7 @@ def hard_stats(X, path_index, n_paths, shift, n_threads, seg=SEGMENT):
         sums[used] = np.add.reduceat(part_sum, first, axis=0)
         scat[used] = np.add.reduceat(part_scatter, first, axis=0)
     scat = np.triu(scat) + np.swapaxes(np.triu(scat, 1), 1, 2)  # kernel fills the upper triangle
-    return _centre(counts, sums, scat, shift)
+    return sums, scat
 
 
 def _centre(counts, sums, scat, shift):
@@ -76,8 +86,18 @@ def _centre(counts, sums, scat, shift):
     return PathStats(counts, means, scat)
 
 
-def soft_stats(X, table, n_threads, chunk=4096):
-    """Responsibility-weighted statistics over all paths and the per-row log-likelihood."""
+# Responsibilities below this are left out of the soft statistics: a row loses at most
+# P * RESP_FLOOR of its unit weight (2.5e-7 for 2,500 paths), and the accumulation costs what
+# the paths that matter cost instead of a weighted product over every path.
+RESP_FLOOR = 1e-10
+
+
+def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR):
+    """Responsibility-weighted statistics over all paths and the per-row log-likelihood.
+
+    Scores are computed ``chunk`` rows at a time (an n x P matrix is never held); the
+    (row, path, responsibility) entries above ``floor`` of ``block`` rows go through the same
+    compiled scatter as hard assignments, about the path means, and are centred once."""
     n, D = X.shape
     P = int(np.prod(table.layers))
     shift = table.mean64
@@ -85,16 +105,22 @@ def soft_stats(X, table, n_threads, chunk=4096):
     sums = np.zeros((P, D))
     scat = np.zeros((P, D, D))
     loglik = np.empty(n)
-    for lo in range(0, n, chunk):
-        Xc = np.asarray(X[lo:lo + chunk], dtype=np.float64)
-        scores = _estep.path_scores(table, Xc, n_threads)
-        lse = logsumexp(scores, axis=1)
-        loglik[lo:lo + chunk] = lse
-        resp = np.exp(scores - lse[:, None])
-        counts += resp.sum(axis=0)
-        for p in np.flatnonzero(resp.sum(axis=0) > 0):
-            Y = Xc - shift[p]
-            wY = resp[:, p, None] * Y
-            sums[p] += wY.sum(axis=0)
-            scat[p] += wY.T @ Y
+    for b_lo in range(0, n, block):
+        Xb = np.ascontiguousarray(X[b_lo:b_lo + block], dtype=np.float64)
+        rows, paths, weights = [], [], []
+        for lo in range(0, Xb.shape[0], chunk):
+            scores = _estep.path_scores(table, Xb[lo:lo + chunk], n_threads)
+            lse = logsumexp(scores, axis=1)
+            loglik[b_lo + lo:b_lo + lo + len(lse)] = lse
+            resp = np.exp(scores - lse[:, None])
+            r, p = np.nonzero(resp > floor)
+            rows.append(r + lo)
+            paths.append(p)
+            weights.append(resp[r, p])
+        rows, paths, weights = (np.concatenate(a) for a in (rows, paths, weights))
+        counts += np.bincount(paths, weights, minlength=P)
+        s, c = _sums_about(Xb, rows.astype(np.intp), paths.astype(np.intp), weights, P, shift,
+                           n_threads, SEGMENT)
+        sums += s
+        scat += c
     return _centre(counts, sums, scat, shift), loglik

@@ -9,6 +9,7 @@ the outer products: scatter about a nearby point loses no digits to cancellation
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange, parallel
+from libc.math cimport sqrt
 from libc.stdlib cimport malloc, free
 
 include "_blas.pxi"
@@ -25,24 +26,34 @@ cdef void _scatter_task(
     const cnp.intp_t[::1] rows,
     Py_ssize_t start,
     Py_ssize_t stop,
+    const double *weights,
     const double *shift,
     double *buf,
     double *out_sum,
     double *out_scatter,
 ) noexcept nogil:
+    # weights (aligned with rows; NULL: all ones): row i enters as sqrt(w_i)(x_i - shift), so
+    # one SYRK gives sum w_i (x_i - shift)(x_i - shift)^T
     cdef Py_ssize_t D = X.shape[1]
     cdef Py_ssize_t lo, m, r, d
     cdef const floating *x
     cdef double *b
+    cdef double root_w
     lo = start
     while lo < stop:
         m = min(CHUNK, stop - lo)
         for r in range(m):
             x = &X[rows[lo + r], 0]
             b = buf + r * D
-            for d in range(D):
-                b[d] = x[d] - shift[d]
-                out_sum[d] += b[d]
+            if weights == NULL:
+                for d in range(D):
+                    b[d] = x[d] - shift[d]
+                    out_sum[d] += b[d]
+            else:
+                root_w = sqrt(weights[lo + r])
+                for d in range(D):
+                    b[d] = root_w * (x[d] - shift[d])
+                    out_sum[d] += root_w * b[d]
         syrk_rows_accumulate(<int> D, <int> m, buf, out_scatter)
         lo += m
 
@@ -57,9 +68,11 @@ def scatter_tasks(
     double[:, ::1] out_sum,
     double[:, :, ::1] out_scatter,
     int n_threads,
+    const double[::1] weights=None,
 ):
-    """Per task t: out_sum[t] = sum (x - shift[p]), out_scatter[t] += upper triangle of
-    sum (x - shift[p])(x - shift[p])^T over rows[task_start[t]:task_stop[t]], p = task_path[t].
+    """Per task t: out_sum[t] = sum w (x - shift[p]), out_scatter[t] += upper triangle of
+    sum w (x - shift[p])(x - shift[p])^T over entries i in task_start[t]:task_stop[t], x = X[rows[i]],
+    w = weights[i] (1 when weights is None; nonnegative), p = task_path[t].
 
     out_sum and out_scatter must be zeroed (n_tasks, D) and (n_tasks, D, D) arrays; only the upper
     triangle of each scatter is written. BLAS must be single-threaded around this call.
@@ -68,14 +81,19 @@ def scatter_tasks(
     cdef Py_ssize_t D = X.shape[1]
     cdef Py_ssize_t t
     cdef double *buf
+    cdef const double *w = NULL
     if n_tasks == 0:
         return
+    if weights is not None:
+        if weights.shape[0] != rows.shape[0]:
+            raise ValueError("weights must be aligned with rows")
+        w = &weights[0] if weights.shape[0] else NULL
     n_threads = max(1, min(n_threads, n_tasks))
     with nogil, parallel(num_threads=n_threads):
         buf = <double*> malloc(sizeof(double) * CHUNK * D)
         try:
             for t in prange(n_tasks, schedule='dynamic'):
-                _scatter_task(X, rows, task_start[t], task_stop[t], &shift[task_path[t], 0],
+                _scatter_task(X, rows, task_start[t], task_stop[t], w, &shift[task_path[t], 0],
                               buf, &out_sum[t, 0], &out_scatter[t, 0, 0])
         finally:
             free(buf)

@@ -19,7 +19,7 @@ CHILD = textwrap.dedent("""
     import dgmmcore
     assert dgmmcore.__file__.startswith(sys.argv[1]), dgmmcore.__file__
     from dgmmcore import DeepGMM, _estep, _stats
-    from dgmmcore._suffstats import hard_stats
+    from dgmmcore._suffstats import hard_stats, soft_stats
     rng = np.random.default_rng(0)
     for layers, D, n in [((1,), 1, 1), ((3,), 2, 7), ((2, 3), 5, 300), ((2, 2, 2), 63, 513)]:
         A = [np.eye(D) + 0.1 * rng.standard_normal((k, D, D)) for k in layers]
@@ -34,6 +34,7 @@ CHILD = textwrap.dedent("""
         _estep.heuristic_estep(t, X, None, rng, 2, 0, 1, 2)
         P = int(np.prod(layers))
         hard_stats(X, rng.integers(0, P, n), P, np.zeros((P, D)), 2, seg=3)
+        soft_stats(X, t, 2, chunk=5, block=7, floor=0.0)
         G = 3
         out = np.empty((D * (D + 1), D * (D + 1)))
         _stats.kron_assemble(rng.random((G, D, D)), rng.random((G, D + 1, D + 1)), np.ones(G), out, 2)

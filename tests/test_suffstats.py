@@ -1,0 +1,98 @@
+"""Per-path statistics (hard and soft) against weighted sums written out in numpy."""
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from dgmmcore import DeepGMM, _stats
+from dgmmcore._suffstats import hard_stats, soft_stats
+from _reference import component_logpdf, random_params
+
+
+def reference_stats(X, resp):
+    """counts, means and centred scatters from a dense (n, P) responsibility matrix."""
+    counts = resp.sum(axis=0)
+    means = (resp.T @ X) / counts[:, None]
+    scat = np.stack([(resp[:, p, None] * (X - means[p])).T @ (X - means[p])
+                     for p in range(resp.shape[1])])
+    return counts, means, scat
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(3)
+    A, b, w = random_params((3, 2), 4, rng)
+    model = DeepGMM.from_params(A, b, w, n_threads=2)
+    X, _ = model.sample(700, random_state=1)
+    logp = component_logpdf(X, A, b, w)
+    resp = np.exp(logp - logsumexp(logp, axis=1, keepdims=True))
+    return model, X, logp, resp
+
+
+def test_soft_stats_exact_without_floor(problem):
+    model, X, logp, resp = problem
+    stats, loglik = soft_stats(X, model._path_table(), 2, floor=0.0)
+    counts, means, scat = reference_stats(X, resp)
+    np.testing.assert_allclose(loglik, logsumexp(logp, axis=1), rtol=1e-10)
+    np.testing.assert_allclose(stats.counts, counts, rtol=1e-10)
+    np.testing.assert_allclose(stats.means, means, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(stats.scatters, scat, rtol=1e-9, atol=1e-9)
+
+
+def test_soft_stats_floor_drops_only_negligible_mass(problem):
+    model, X, logp, resp = problem
+    floor = 1e-4
+    stats, _ = soft_stats(X, model._path_table(), 2, floor=floor)
+    counts, means, scat = reference_stats(X, np.where(resp > floor, resp, 0.0))
+    np.testing.assert_allclose(stats.counts, counts, rtol=1e-10)
+    np.testing.assert_allclose(stats.scatters, scat, rtol=1e-9, atol=1e-9)
+    # against the untruncated counts: each row gave up at most `floor` of its weight per path
+    lost = resp.sum(axis=0) - stats.counts
+    assert np.all(lost >= -1e-12) and np.all(lost <= len(X) * floor)
+
+
+def test_soft_stats_independent_of_threads_and_blocking(problem):
+    model, X, _, _ = problem
+    table = model._path_table()
+    one, ll1 = soft_stats(X, table, 1)
+    two, ll2 = soft_stats(X, table, 2)
+    for a, b in ((one.counts, two.counts), (one.means, two.means),
+                 (one.scatters, two.scatters), (ll1, ll2)):
+        assert np.array_equal(a, b)
+    small, _ = soft_stats(X, table, 2, chunk=17, block=100)
+    np.testing.assert_allclose(small.scatters, one.scatters, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(small.means, one.means, rtol=1e-12, atol=1e-12)
+
+
+def test_hard_stats_are_soft_stats_of_one_hot_responsibilities(problem):
+    model, X, _, resp = problem
+    paths = resp.argmax(axis=1)
+    P = resp.shape[1]
+    stats = hard_stats(X, paths, P, np.zeros((P, X.shape[1])), 2, seg=50)
+    counts, means, scat = reference_stats(X, np.eye(P)[paths])
+    np.testing.assert_allclose(stats.counts, counts)
+    np.testing.assert_allclose(stats.means, means, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(stats.scatters, scat, rtol=1e-10, atol=1e-10)
+
+
+def test_weighted_scatter_kernel():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3))
+    rows = rng.integers(0, 50, 80).astype(np.intp)  # entries may repeat rows
+    w = rng.random(80)
+    task_path = np.array([0], dtype=np.intp)
+    start, stop = np.array([0], dtype=np.intp), np.array([80], dtype=np.intp)
+    shift = rng.standard_normal((1, 3))
+    out_sum, out_scat = np.zeros((1, 3)), np.zeros((1, 3, 3))
+    _stats.scatter_tasks(X, rows, task_path, start, stop, shift, out_sum, out_scat, 2, w)
+    Y = X[rows] - shift[0]
+    np.testing.assert_allclose(out_sum[0], w @ Y)
+    np.testing.assert_allclose(np.triu(out_scat[0]), np.triu((w[:, None] * Y).T @ Y))
+    ones_sum, ones_scat = np.zeros((1, 3)), np.zeros((1, 3, 3))
+    plain_sum, plain_scat = np.zeros((1, 3)), np.zeros((1, 3, 3))
+    _stats.scatter_tasks(X, rows, task_path, start, stop, shift, ones_sum, ones_scat, 1,
+                         np.ones(80))
+    _stats.scatter_tasks(X, rows, task_path, start, stop, shift, plain_sum, plain_scat, 1)
+    assert np.array_equal(ones_sum, plain_sum) and np.array_equal(ones_scat, plain_scat)
+    with pytest.raises(ValueError, match="aligned"):
+        _stats.scatter_tasks(X, rows, task_path, start, stop, shift, out_sum, out_scat, 1,
+                             np.ones(79))
