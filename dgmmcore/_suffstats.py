@@ -22,6 +22,22 @@ class PathStats:
     means: np.ndarray
     scatters: np.ndarray
 
+    # Pickled (Dask moves statistics between workers and to the client) the scatters travel as
+    # upper triangles: half the bytes. They are exactly symmetric, so nothing is lost.
+    def __getstate__(self):
+        upper = np.triu_indices(self.means.shape[1])
+        return {"counts": self.counts, "means": self.means,
+                "upper": np.ascontiguousarray(self.scatters[:, upper[0], upper[1]])}
+
+    def __setstate__(self, state):
+        counts, means, packed = state["counts"], state["means"], state["upper"]
+        D = means.shape[1]
+        upper = np.triu_indices(D)
+        scatters = np.empty((len(counts), D, D))
+        scatters[:, upper[0], upper[1]] = packed
+        scatters[:, upper[1], upper[0]] = packed
+        self.counts, self.means, self.scatters = counts, means, scatters
+
 
 def merge_stats(a, b):
     """Statistics of the union of two disjoint row sets (Chan et al.'s pairwise update)."""

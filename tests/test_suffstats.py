@@ -1,4 +1,6 @@
 """Per-path statistics (hard and soft) against weighted sums written out in numpy."""
+import pickle
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -96,3 +98,15 @@ def test_weighted_scatter_kernel():
     with pytest.raises(ValueError, match="aligned"):
         _stats.scatter_tasks(X, rows, task_path, start, stop, shift, out_sum, out_scat, 1,
                              np.ones(79))
+
+
+def test_stats_pickle_as_upper_triangles_exactly(problem):
+    model, X, _, _ = problem
+    stats, _ = soft_stats(X, model._path_table(), 2)
+    assert np.array_equal(stats.scatters, np.swapaxes(stats.scatters, 1, 2))
+    wire = pickle.dumps(stats)
+    back = pickle.loads(wire)
+    for name in ("counts", "means", "scatters"):
+        assert np.array_equal(getattr(back, name), getattr(stats, name))
+    P, D = stats.means.shape
+    assert len(wire) < 8 * (P + P * D + P * D * (D + 1) // 2) + 1000
