@@ -47,6 +47,12 @@ def load_data(args, split, n):
     return datasets.load_bsds300(args.root, split, n_patches=n, random_state=args.seed)
 
 
+def model_tag(args, layers, n_train):
+    """File stem of a trained network: Table 1, Figure 4 and Figure 2 share a network trained
+    with the same layers on the same training set (the "t1" in the name is historical)."""
+    return f"{args.dataset}-t1-{'x'.join(map(str, layers))}-n{n_train}-s{args.seed}"
+
+
 def fit_or_resume(layers, X, args, tag, estep="heuristic"):
     """Train with a checkpoint per iteration; resume from it when it exists."""
     from dgmmcore import DeepGMM, load
@@ -55,6 +61,9 @@ def fit_or_resume(layers, X, args, tag, estep="heuristic"):
     done = os.path.join(args.work, f"{tag}.model.npz")
     if os.path.exists(done):
         model = load(done)
+        if model.max_iter != args.iters:
+            raise ValueError(f"{done} was trained for max_iter={model.max_iter}, not --iters "
+                             f"{args.iters}: move it away or pass --work elsewhere")
         return model, model.fit_seconds_
     t0 = time.perf_counter()
     spent = 0.0
@@ -116,7 +125,7 @@ def cmd_table1(args):
     rows = []
     for spec in args.models:
         layers = parse_layers(spec)
-        tag = f"{args.dataset}-t1-{'x'.join(map(str, layers))}-n{len(train)}-s{args.seed}"
+        tag = model_tag(args, layers, len(train))
         print(f"== {layers} on {len(train)} patches", flush=True)
         model, seconds = fit_or_resume(layers, train, args, tag)
         ll, se = evaluate(model, test)
@@ -139,7 +148,7 @@ def cmd_figure4(args):
     for depth in (1, 2, 3):
         for top in args.tops:
             layers = (top,) + (5,) * (depth - 1)
-            tag = f"{args.dataset}-f4-{'x'.join(map(str, layers))}-n{len(train)}-s{args.seed}"
+            tag = model_tag(args, layers, len(train))
             model, seconds = fit_or_resume(layers, train, args, tag)
             ll, se = evaluate(model, valid)
             rows.append({"layers": list(layers), "depth": depth, "top": top,
@@ -178,8 +187,7 @@ def cmd_figure2(args):
     from dgmmcore import _estep
     train = load_data(args, "train", args.train)
     layers = parse_layers(args.models[0])
-    # the Table 1 network of the same size and training set (trained here if not there yet)
-    tag = f"{args.dataset}-t1-{'x'.join(map(str, layers))}-n{len(train)}-s{args.seed}"
+    tag = model_tag(args, layers, len(train))
     model, _ = fit_or_resume(layers, train, args, tag)
     X = train[: args.test]
     table = model._path_table()
