@@ -142,22 +142,38 @@ def cmd_table1(args):
 
 
 def cmd_figure4(args):
+    """Validation and test log-likelihood against the top layer's size for 1, 2 and 3 layers
+    (the others 5 nodes); the best size per depth is the one with the best validation figure."""
     train = load_data(args, "train", args.train)
     valid = load_data(args, "validation", args.test)
+    test = load_data(args, "test", args.test)
     rows = []
     for depth in (1, 2, 3):
         for top in args.tops:
             layers = (top,) + (5,) * (depth - 1)
-            tag = model_tag(args, layers, len(train))
-            model, seconds = fit_or_resume(layers, train, args, tag)
+            model, seconds = fit_or_resume(layers, train, args, model_tag(args, layers, len(train)))
             ll, se = evaluate(model, valid)
+            tll, tse = evaluate(model, test)
             rows.append({"layers": list(layers), "depth": depth, "top": top,
                          "parameters": int(model.n_parameters()), "valid_loglik": ll,
-                         "stderr": se, "fit_seconds": seconds})
-            print(f"{layers}: validation {ll:.3f} +- {se:.3f}", flush=True)
-            write_json(f"figure4-{args.dataset}.json", {"machine": machine(), "rows": rows,
-                                                        "train_patches": len(train)})
+                         "stderr": se, "test_loglik": tll, "test_stderr": tse,
+                         "fit_seconds": seconds})
+            print(f"{layers}: validation {ll:.3f} +- {se:.3f}, test {tll:.3f} +- {tse:.3f}",
+                  flush=True)
+            write_json(f"figure4-{args.dataset}.json", {
+                "machine": machine(), "rows": rows, "train_patches": len(train),
+                "em_iterations": args.iters, "chosen_on_validation": chosen_on_validation(rows)})
     plot_figure4(rows, args.dataset)
+
+
+def chosen_on_validation(rows):
+    """Per depth, the layers with the best validation log-likelihood and their test figure."""
+    best = {}
+    for r in rows:
+        if r["depth"] not in best or r["valid_loglik"] > best[r["depth"]]["valid_loglik"]:
+            best[r["depth"]] = r
+    return {d: {"layers": r["layers"], "valid_loglik": r["valid_loglik"],
+                "test_loglik": r["test_loglik"]} for d, r in sorted(best.items())}
 
 
 def plot_figure4(rows, dataset):
@@ -168,15 +184,16 @@ def plot_figure4(rows, dataset):
     except ImportError:
         print("matplotlib not installed: no plot")
         return
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for depth in (1, 2, 3):
-        pts = sorted((r["top"], r["valid_loglik"]) for r in rows if r["depth"] == depth)
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=f"{depth} layer{'s' * (depth > 1)}")
-    ax.set_xlabel("components in the top layer")
-    ax.set_ylabel("validation log-likelihood (nats)")
-    ax.set_title(f"Figure 4 ({dataset})")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    for ax, key, label in ((axes[0], "valid_loglik", "validation"), (axes[1], "test_loglik", "test")):
+        for depth in (1, 2, 3):
+            pts = sorted((r["top"], r[key]) for r in rows if r["depth"] == depth and key in r)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{depth} layer{'s' * (depth > 1)}")
+        ax.set_xlabel("components in the top layer")
+        ax.set_ylabel(f"{label} log-likelihood (nats)")
+        ax.legend()
+    fig.suptitle(f"Figure 4 ({dataset})")
     fig.tight_layout()
     fig.savefig(os.path.join(RESULTS, f"figure4-{dataset}.png"), dpi=120)
 
