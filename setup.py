@@ -14,7 +14,7 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-MODULES = ["_openmp", "_scoring", "_stats"]
+MODULES = ["_openmp", "_scoring", "_stats", "_conditional"]
 
 
 def _openmp_flags():

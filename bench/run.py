@@ -26,7 +26,7 @@ if HERE not in sys.path:
 
 from common import Context, environment, format_table, machine_info, write_json  # noqa: E402
 
-BENCHMARKS = ["peak", "scoring", "estep", "stats", "mstep", "fit", "scaling", "distributed"]
+BENCHMARKS = ["peak", "scoring", "estep", "stats", "mstep", "fit", "scaling", "impute", "distributed"]
 
 
 def parse_args(argv=None):

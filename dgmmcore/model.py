@@ -287,7 +287,7 @@ class DeepGMM:
         if mask is not None:
             X, mask = self._check_masked(X, mask)
             with limited_blas(self._threads()):
-                return _impute.impute_rows(X, mask, self._path_table())[1]
+                return _impute.impute_rows(X, mask, self._path_table(), self._threads())[1]
         return self._blockwise(X, best=False)[0]
 
     def impute(self, X, mask, return_loglik=False):
@@ -296,10 +296,10 @@ class DeepGMM:
         the path's posterior given them. Values at masked positions are ignored (NaN is fine).
         With ``return_loglik``, also returns the log-density of each row's observed entries.
         Cost: one Cholesky per path per distinct missing pattern, O(P |m|^2 D), plus
-        O(P D^2) per row, in batched matrix products."""
+        O(P D^2) per row, in a compiled kernel parallel over the paths."""
         X, mask = self._check_masked(X, mask)
         with limited_blas(self._threads()):
-            filled, loglik = _impute.impute_rows(X, mask, self._path_table())
+            filled, loglik = _impute.impute_rows(X, mask, self._path_table(), self._threads())
         return (filled, loglik) if return_loglik else filled
 
     def _check_masked(self, X, mask):

@@ -35,6 +35,12 @@ CHILD = textwrap.dedent("""
         P = int(np.prod(layers))
         hard_stats(X, rng.integers(0, P, n), P, np.zeros((P, D)), 2, seg=3)
         soft_stats(X, t, 2, chunk=5, block=7, floor=0.0)
+        for missing in (0, 1, D - 1):
+            mask = np.zeros((min(n, 17), D), dtype=bool)
+            mask[:, :missing] = True
+            m.impute(X[:17], mask)
+        mask = rng.random((min(n, 9), D)) < 0.5
+        m.impute(X[:9], mask, return_loglik=True)
         G = 3
         out = np.empty((D * (D + 1), D * (D + 1)))
         _stats.kron_assemble(rng.random((G, D, D)), rng.random((G, D + 1, D + 1)), np.ones(G), out, 2)

@@ -86,8 +86,8 @@ def test_nan_in_observed_entries_is_refused():
         model.impute(X, np.array([[False, True]]))
 
 
-def test_row_chunking_and_zero_weight_paths_do_not_change_the_result(monkeypatch):
-    from dgmmcore import _impute
+def test_row_blocks_threads_and_zero_weight_paths_do_not_change_the_result(monkeypatch):
+    from dgmmcore import _conditional
     rng = np.random.default_rng(5)
     A, b, w = random_params((4, 3), 5, rng)
     w = np.array(w, dtype=float).reshape(4, 3)
@@ -97,11 +97,14 @@ def test_row_chunking_and_zero_weight_paths_do_not_change_the_result(monkeypatch
     mask = np.zeros(X.shape, dtype=bool)
     mask[:, [0, 3]] = True  # one pattern shared by every row
     mask[::7] = rng.random((len(X[::7]), 5)) < 0.5
+    model.n_threads = 1
     filled, ll = model.impute(X, mask, return_loglik=True)
-    monkeypatch.setattr(_impute, "STEP_VALUES", 1)
+    model.n_threads = 2
+    filled2, ll2 = model.impute(X, mask, return_loglik=True)
+    assert np.array_equal(filled2, filled) and np.array_equal(ll2, ll)
+    monkeypatch.setattr(_conditional, "ROW_BLOCK", 1)
     filled1, ll1 = model.impute(X, mask, return_loglik=True)
-    np.testing.assert_allclose(filled1, filled, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(ll1, ll, rtol=1e-12)
+    assert np.array_equal(filled1, filled) and np.array_equal(ll1, ll)
     ws, means, covs = path_gaussians(A, b, w / w.sum())
     i = 1
     o = ~mask[i]
