@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from . import _conditional
+from ._threads import single_threaded_blas
 
 
 def check_mask(mask, shape):
@@ -60,8 +61,10 @@ def impute_rows(X, mask, table, n_threads=1):
             continue
         fill = np.empty((len(rows), len(m)))
         row_loglik = np.empty(len(rows))
-        bad = _conditional.condition_pattern(np.ascontiguousarray(out[rows]), m.astype(np.intp),
-                                             R, means, const, fill, row_loglik, n_threads)
+        with single_threaded_blas():  # the kernel calls BLAS from its own threads
+            bad = _conditional.condition_pattern(np.ascontiguousarray(out[rows]),
+                                                 m.astype(np.intp), R, means, const, fill,
+                                                 row_loglik, n_threads)
         if bad:
             raise np.linalg.LinAlgError(f"{bad} paths have a singular precision on the missing "
                                         "entries")

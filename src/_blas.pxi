@@ -18,3 +18,19 @@ cdef inline void gemm_rowmajor(char transa, char transb, int m, int n, int k, do
                                double *c, int ldc) noexcept nogil:
     """Row-major C = alpha op(A) op(B) + beta C, mapped onto column-major dgemm by swapping."""
     dgemm(&transb, &transa, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda, &beta, c, &ldc)
+
+
+from scipy.linalg.cython_blas cimport dtrsm
+
+
+cdef inline void trsm_right_rowmajor(char uplo_t, int c, int m, const double *L, double *B) noexcept nogil:
+    """Row-major B (c x m) := B op(L)^{-1} for a row-major lower-triangular L (m x m):
+    uplo_t = b'T' solves X L^T = B, b'N' solves X L = B."""
+    # Column-major, L's memory is U = L^T (upper) and B's is B^T: X L^T = B <=> L X^T = B^T,
+    # i.e. U^T X^T = B^T; X L = B <=> L^T X^T = B^T, i.e. U X^T = B^T.
+    cdef char side = b'L'
+    cdef char uplo = b'U'
+    cdef char trans = b'T' if uplo_t == b'T' else b'N'
+    cdef char diag = b'N'
+    cdef double one = 1.0
+    dtrsm(&side, &uplo, &trans, &diag, &m, &c, &one, <double*> L, &m, B, &m)

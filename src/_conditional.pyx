@@ -3,16 +3,17 @@
 The math is in dgmmcore/_impute.py. Here, for one pattern (missing columns ``mis``, m >= 0 of
 them) and the paths' upper-triangular precision factors R_p (R_p^T R_p = Sigma_p^{-1}):
 
-1. per path, in parallel: Lambda_mm = R_m^T R_m (R_p is upper triangular, so entry (a, b)
-   sums over rows i <= min(mis[a], mis[b]) only), its lower Cholesky factor C and log|det C|;
-2. per block of rows, in parallel over paths (a thread keeps R_p in cache for the whole block):
-   v = R_p d (d = x - mu_p with the missing entries zeroed), w = C^{-1} R_m^T v,
-   score = log pi_p + log|det R_p| - log|det C| - |o|/2 log 2 pi - (|v|^2 - |w|^2) / 2 and the
-   conditional mean mu_m - C^{-T} w;
+1. per path, in parallel: R_m = R_p[:, mis] (D x m), Lambda_mm = R_m^T R_m, its lower Cholesky
+   factor C and log|det C|;
+2. per block of rows, in parallel over paths (a thread keeps path p's factors in cache for the
+   whole block), in BLAS-3 calls (plain loops for blocks of a few rows): V = (X - mu_p, missing entries zeroed) R_p^T, W = V R_m C^{-T},
+   score = log pi_p + log|det R_p| - log|det C| - |o|/2 log 2 pi - (|V_r|^2 - |W_r|^2) / 2 and the
+   conditional means mu_m - W C^{-1} (row r of W C^{-1} is C^{-T} w_r);
 3. per row: log-sum-exp of the scores and the posterior-weighted conditional mean.
 
 Each (row, path) is computed by one thread and each row is reduced by one thread over the paths
-in order, so the results do not depend on the number of threads.
+in order, so the results do not depend on the number of threads. BLAS must be single-threaded
+around the call (the caller limits it).
 """
 import numpy as np
 cimport numpy as cnp
@@ -20,25 +21,40 @@ from cython.parallel cimport prange, parallel
 from libc.math cimport exp, log, sqrt, INFINITY, NAN
 from libc.stdlib cimport malloc, free
 
+include "_blas.pxi"
 include "_omp.pxi"
 
 cnp.import_array()
 
-# Rows per block of phase 2: the (rows, P, m) conditional means of a block are held at once.
-ROW_BLOCK = 16
+# Values of the (rows, P, m) conditional means held per block of rows (32 MB).
+BLOCK_VALUES = 1 << 22
+# A parallel region costs a few microseconds (far more on a busy machine): phases with less
+# work than this many multiply-adds run on one thread.
+cdef double MIN_PARALLEL_WORK = 2e5
+# Blocks of fewer rows than this skip BLAS (its per-call overhead outweighs one row's work).
+cdef Py_ssize_t SMALL_BLOCK = 4
+
+
+cdef inline int _threads_for(double work, int n_threads) noexcept nogil:
+    return n_threads if work >= MIN_PARALLEL_WORK else 1
 
 
 cdef int _factor(const double *R, Py_ssize_t D, const cnp.intp_t *mis, Py_ssize_t m,
-                 double *C, double *logdet) noexcept nogil:
-    """C (row-major m x m, lower) with C C^T = Lambda_mm; 0, or -1 if not positive definite."""
+                 const cnp.intp_t *first, double *Rm, double *C, double *logdet) noexcept nogil:
+    """Rm (row-major D x m) = R[:, mis]; C (row-major m x m, lower) with C C^T = Rm^T Rm;
+    0, or -1 if that is not positive definite. first[i]: the first a with mis[a] >= i (row i
+    of Rm is zero before it: R is upper triangular)."""
     cdef Py_ssize_t a, b, i
-    cdef double s
-    for a in range(m):
-        for b in range(a + 1):
-            s = 0.0
-            for i in range(min(mis[a], mis[b]) + 1):
-                s = s + R[i * D + mis[a]] * R[i * D + mis[b]]
-            C[a * m + b] = s
+    cdef double s, ra
+    for a in range(m * m):
+        C[a] = 0.0
+    for i in range(D):
+        for a in range(m):
+            Rm[i * m + a] = R[i * D + mis[a]]
+        for a in range(first[i], m):  # rank-one update of the lower triangle, row by row
+            ra = Rm[i * m + a]
+            for b in range(first[i], a + 1):
+                C[a * m + b] += ra * Rm[i * m + b]
     logdet[0] = 0.0
     for a in range(m):
         for b in range(a + 1):
@@ -55,37 +71,86 @@ cdef int _factor(const double *R, Py_ssize_t D, const cnp.intp_t *mis, Py_ssize_
     return 0
 
 
-cdef void _path_row(const double *x, const double *R, const double *mu, const double *C,
-                    const cnp.intp_t *mis, const unsigned char *missing, Py_ssize_t D,
-                    Py_ssize_t m, double score_const, double *d, double *v, double *w,
-                    double *score, double *cond) noexcept nogil:
-    """One path, one row: the observed entries' log-density (plus log pi_p) and E[x_m | x_o]."""
-    cdef Py_ssize_t i, k, a, b
+cdef inline double _dot(const double *x, const double *y, Py_ssize_t n) noexcept nogil:
+    """x . y with four running sums (breaks the add latency chain; fixed order)."""
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef Py_ssize_t k = 0
+    while k + 4 <= n:
+        s0 = s0 + x[k] * y[k]
+        s1 = s1 + x[k + 1] * y[k + 1]
+        s2 = s2 + x[k + 2] * y[k + 2]
+        s3 = s3 + x[k + 3] * y[k + 3]
+        k = k + 4
+    while k < n:
+        s0 = s0 + x[k] * y[k]
+        k = k + 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef void _path_row(const double *x, const double *R, const double *mu, const double *Rm,
+                    const double *C, const cnp.intp_t *mis, const cnp.intp_t *first,
+                    const unsigned char *missing, Py_ssize_t D, Py_ssize_t m,
+                    double score_const, double *d, double *v, double *w, double *score,
+                    double *cond) noexcept nogil:
+    """One path, one row, without BLAS (per-call overhead dominates at one row): the same
+    quantities as _path_block."""
+    cdef Py_ssize_t i, a, b
     cdef double s, quad = 0.0
-    for k in range(D):
-        d[k] = 0.0 if missing[k] else x[k] - mu[k]
     for i in range(D):
-        s = 0.0
-        for k in range(i, D):
-            s = s + R[i * D + k] * d[k]
-        v[i] = s
-        quad = quad + s * s
-    for a in range(m):  # w = C^{-1} (R_m^T v), forward substitution
-        s = 0.0
-        for i in range(mis[a] + 1):
-            s = s + R[i * D + mis[a]] * v[i]
+        d[i] = 0.0 if missing[i] else x[i] - mu[i]
+    for i in range(D):  # v = R d, R upper triangular
+        v[i] = _dot(R + i * D + i, d + i, D - i)
+        quad = quad + v[i] * v[i]
+    for a in range(m):
+        w[a] = 0.0
+    for i in range(D):  # u = Rm^T v, accumulated row by row of Rm
+        for a in range(first[i], m):
+            w[a] += Rm[i * m + a] * v[i]
+    for a in range(m):  # w = C^{-1} u
+        s = w[a]
         for b in range(a):
             s = s - C[a * m + b] * w[b]
         w[a] = s / C[a * m + a]
         quad = quad - w[a] * w[a]
     score[0] = score_const - 0.5 * quad
-    for a in range(m - 1, -1, -1):  # y = C^{-T} w, back substitution into cond
+    for a in range(m - 1, -1, -1):  # C^{-T} w into cond, then mu_m minus it
         s = w[a]
         for b in range(a + 1, m):
             s = s - C[b * m + a] * cond[b]
         cond[a] = s / C[a * m + a]
     for a in range(m):
         cond[a] = mu[mis[a]] - cond[a]
+
+
+cdef void _path_block(const double[:, ::1] X, Py_ssize_t lo, Py_ssize_t c, const double *R,
+                      const double *mu, const double *Rm, const double *C,
+                      const cnp.intp_t *mis, const unsigned char *missing, Py_ssize_t D,
+                      Py_ssize_t m, double score_const, double *Dm, double *V, double *W,
+                      double[:, ::1] scores, double[:, :, ::1] cond, Py_ssize_t p) noexcept nogil:
+    """One path, rows lo .. lo + c - 1: scores[r, p] and cond[r, p, :] for r < c."""
+    cdef Py_ssize_t r, k, a
+    cdef double quad
+    for r in range(c):
+        for k in range(D):
+            Dm[r * D + k] = 0.0 if missing[k] else X[lo + r, k] - mu[k]
+    gemm_rowmajor(b'N', b'T', <int> c, <int> D, <int> D, 1.0, Dm, <int> D, R, <int> D, 0.0,
+                  V, <int> D)
+    if m:
+        gemm_rowmajor(b'N', b'N', <int> c, <int> m, <int> D, 1.0, V, <int> D, Rm, <int> m, 0.0,
+                      W, <int> m)
+        trsm_right_rowmajor(b'T', <int> c, <int> m, C, W)      # W = V R_m C^{-T}
+    for r in range(c):
+        quad = 0.0
+        for k in range(D):
+            quad = quad + V[r * D + k] * V[r * D + k]
+        for a in range(m):
+            quad = quad - W[r * m + a] * W[r * m + a]
+        scores[r, p] = score_const - 0.5 * quad
+    if m:
+        trsm_right_rowmajor(b'N', <int> c, <int> m, C, W)      # rows C^{-T} w_r
+        for r in range(c):
+            for a in range(m):
+                cond[r, p, a] = mu[mis[a]] - W[r * m + a]
 
 
 def condition_pattern(
@@ -123,8 +188,13 @@ def condition_pattern(
             raise ValueError("mis must be sorted, distinct column indices")
         missing_arr[mis[a]] = 1
     cdef const unsigned char[::1] missing = missing_arr
-    C_arr = np.zeros((P, max(m, 1), max(m, 1)))
+    first_arr = np.searchsorted(np.asarray(mis), np.arange(D)).astype(np.intp)
+    cdef const cnp.intp_t[::1] first = first_arr
+    cdef Py_ssize_t mm = max(m, 1)
+    Rm_arr = np.zeros((P, D, mm))
+    C_arr = np.zeros((P, mm, mm))
     sc_arr = np.empty(P)
+    cdef double[:, :, ::1] Rm = Rm_arr
     cdef double[:, :, ::1] Cv = C_arr
     cdef double[::1] sc = sc_arr
     cdef double ld
@@ -133,9 +203,11 @@ def condition_pattern(
 
     # phase 1: each path's factor of Lambda_mm and its score constant
     with nogil:
-        for p in prange(P, num_threads=n_threads, schedule='static'):
+        for p in prange(P, num_threads=_threads_for(P * (D + m) * m * m, n_threads),
+                        schedule='static'):
             ld = 0.0
-            if const[p] == -INFINITY or _factor(&R[p, 0, 0], D, mp, m, &Cv[p, 0, 0], &ld) != 0:
+            if const[p] == -INFINITY or _factor(&R[p, 0, 0], D, mp, m, &first[0],
+                                                &Rm[p, 0, 0], &Cv[p, 0, 0], &ld) != 0:
                 sc[p] = -INFINITY
             else:
                 sc[p] = const[p] + 0.5 * m * log2pi - ld
@@ -143,31 +215,38 @@ def condition_pattern(
         if sc[p] == -INFINITY and const[p] != -INFINITY:
             bad += 1
 
-    nb = min(ROW_BLOCK, c)
+    nb = max(1, min(c, 256, BLOCK_VALUES // (P * mm)))
     scores_arr = np.empty((nb, P))
-    cond_arr = np.empty((nb, P, max(m, 1)))
+    cond_arr = np.empty((nb, P, mm))
     cdef double[:, ::1] scores = scores_arr
     cdef double[:, :, ::1] cond = cond_arr
     cdef double *buf
     for lo in range(0, c, nb):
         j = min(nb, c - lo)
         # phase 2: every (row, path) of the block; a thread takes whole paths
-        with nogil, parallel(num_threads=n_threads):
-            buf = <double*> malloc(sizeof(double) * (2 * D + m + 1))
+        with nogil, parallel(num_threads=_threads_for(j * P * (D + m) * (D + m), n_threads)):
+            buf = <double*> malloc(sizeof(double) * nb * (2 * D + mm))
             try:
                 for p in prange(P, schedule='static'):
-                    for r in range(j):
-                        if sc[p] == -INFINITY:
+                    if sc[p] == -INFINITY:
+                        for r in range(j):
                             scores[r, p] = -INFINITY
-                            continue
-                        _path_row(&X[lo + r, 0], &R[p, 0, 0], &mean[p, 0], &Cv[p, 0, 0], mp,
-                                  &missing[0], D, m, sc[p], buf, buf + D, buf + 2 * D,
-                                  &scores[r, p], &cond[r, p, 0])
+                        continue
+                    if j < SMALL_BLOCK:
+                        for r in range(j):
+                            _path_row(&X[lo + r, 0], &R[p, 0, 0], &mean[p, 0], &Rm[p, 0, 0],
+                                      &Cv[p, 0, 0], mp, &first[0], &missing[0], D, m, sc[p],
+                                      buf, buf + D, buf + 2 * D, &scores[r, p], &cond[r, p, 0])
+                    else:
+                        _path_block(X, lo, j, &R[p, 0, 0], &mean[p, 0], &Rm[p, 0, 0],
+                                    &Cv[p, 0, 0], mp, &missing[0], D, m, sc[p], buf,
+                                    buf + nb * D, buf + 2 * nb * D, scores, cond, p)
             finally:
                 free(buf)
         # phase 3: per row, log-sum-exp over the paths and the weighted conditional mean
         with nogil:
-            for r in prange(j, num_threads=n_threads, schedule='static'):
+            for r in prange(j, num_threads=_threads_for(j * P * mm, n_threads),
+                            schedule='static'):
                 mx = -INFINITY
                 for p in range(P):
                     if scores[r, p] > mx:
