@@ -14,13 +14,24 @@ kernel's table), split by columns into R_o and R_m. With d = x - mu_p and v = R_
     log|Sigma_oo| = log|Sigma| + log|Lambda_mm|
 The compiled kernel (src/_conditional.pyx) forms and factors Lambda_mm once per path per missing
 pattern (O(P |m|^2 D)) and then costs O(P D^2) per row, in parallel over paths; rows are grouped
-by missing pattern to share the factors.
+by missing pattern to share the factors. A pattern shared by many rows is cheaper through the
+covariances instead (see _shared_pattern).
 """
+import math
+
 import numpy as np
 from scipy.special import logsumexp
 
-from . import _conditional
+from . import _conditional, _estep
+from ._network import PathTable
 from ._threads import single_threaded_blas
+
+
+# A missing pattern shared by at least this many rows goes through the observed entries'
+# marginals (_shared_pattern: the scoring kernel on |o| dimensions, then GEMMs) instead of the
+# per-path conditional kernel, whose per-row cost is D^2 + D |m| per path.
+SHARED_ROWS = 64
+SHARED_CHUNK = 2048
 
 
 def check_mask(mask, shape):
@@ -52,12 +63,22 @@ def impute_rows(X, mask, table, n_threads=1):
     R = np.ascontiguousarray(table.R[act], dtype=np.float64)
     means = np.ascontiguousarray(table.mean64[act])
     const = np.ascontiguousarray(table.const[act])  # log pi_p + log|det R_p| - D/2 log 2 pi
+    log_pi = const - np.log(np.abs(np.diagonal(R, axis1=1, axis2=2))).sum(axis=1) \
+        + 0.5 * D * math.log(2 * math.pi)
+    covs = None
     uniq, groups = patterns(mask)
     for pat, rows in zip(uniq, groups):
         m = np.flatnonzero(pat)
         if len(m) == D:  # nothing observed: the prior mean, density 1
-            log_pi = const - np.log(np.abs(np.diagonal(R, axis1=1, axis2=2))).sum(axis=1)
             out[np.ix_(rows, m)] = np.exp(log_pi - logsumexp(log_pi)) @ means
+            continue
+        if len(m) and len(rows) >= SHARED_ROWS:
+            if covs is None:
+                R_inv = np.linalg.inv(R)
+                covs = R_inv @ np.swapaxes(R_inv, 1, 2)
+            fill, loglik[rows] = _shared_pattern(out[np.ix_(rows, np.flatnonzero(~pat))], pat,
+                                                 means, covs, log_pi, n_threads)
+            out[np.ix_(rows, m)] = fill
             continue
         fill = np.empty((len(rows), len(m)))
         row_loglik = np.empty(len(rows))
@@ -71,3 +92,31 @@ def impute_rows(X, mask, table, n_threads=1):
         loglik[rows] = row_loglik
         out[np.ix_(rows, m)] = fill
     return out, loglik
+
+
+def _shared_pattern(X_o, pat, means, covs, log_pi, n_threads):
+    """(fill, loglik) for rows that share the missing pattern ``pat``, from each path's
+    marginal N(mu_o, S_oo) of the observed entries (densities by the scoring kernel) and its
+    regression E[x_m | x_o] = mu_m + K (x_o - mu_o), K = S_mo S_oo^{-1}: the posterior-weighted
+    sum of the regressions is two GEMMs per chunk of rows."""
+    o, m = ~pat, pat
+    P, n_m, n_o = len(means), int(m.sum()), int(o.sum())
+    S_oo = covs[:, o][:, :, o]
+    table_o = PathTable.from_gaussians(log_pi, means[:, o], S_oo)
+    K = np.swapaxes(np.linalg.solve(S_oo, covs[:, o][:, :, m]), 1, 2)       # (P, |m|, |o|)
+    offset = means[:, m] - np.einsum("pmo,po->pm", K, means[:, o])
+    K = K.reshape(P, n_m * n_o)
+    fill = np.empty((len(X_o), n_m))
+    loglik = np.empty(len(X_o))
+    for lo in range(0, len(X_o), SHARED_CHUNK):
+        Xc = np.ascontiguousarray(X_o[lo:lo + SHARED_CHUNK])
+        post = _estep.path_scores(table_o, Xc, n_threads)                   # (c, P) scores
+        top = post.max(axis=1)
+        post -= top[:, None]
+        np.exp(post, out=post)
+        total = post.sum(axis=1)
+        post /= total[:, None]
+        loglik[lo:lo + len(Xc)] = top + np.log(total)
+        slopes = (post @ K).reshape(len(Xc), n_m, n_o)
+        fill[lo:lo + len(Xc)] = post @ offset + np.einsum("cmo,co->cm", slopes, Xc)
+    return fill, loglik
