@@ -56,11 +56,13 @@ def model_tag(args, layers, n_train):
 def fit_or_resume(layers, X, args, tag, estep="heuristic"):
     """Train with a checkpoint per iteration; resume from it when it exists."""
     from dgmmcore import DeepGMM, load
+    from dgmmcore._persistence import read_model_file
     os.makedirs(args.work, exist_ok=True)
     ckpt = os.path.join(args.work, f"{tag}.ckpt.npz")
     done = os.path.join(args.work, f"{tag}.model.npz")
     if os.path.exists(done):
         model = load(done)
+        model.fit_seconds_ = read_model_file(done)[0].get("fit_seconds")
         if model.max_iter != args.iters:
             raise ValueError(f"{done} was trained for max_iter={model.max_iter}, not --iters "
                              f"{args.iters}: move it away or pass --work elsewhere")
