@@ -135,7 +135,7 @@ def cmd_table1(args):
                      "parameters": int(model.n_parameters()), "train_patches": len(train),
                      "test_patches": len(test), "em_iterations": model.n_iter_,
                      "test_loglik": ll, "stderr": se, "fit_seconds": seconds,
-                     "threads": args.threads})
+                     "fit_threads": model.n_threads})  # None: every CPU
         print(f"   test {ll:.3f} +- {se:.3f} nats, {seconds:.0f} s", flush=True)
         old_rows = read_json(f"{args.dataset}.json").get("models", [])
         key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"])  # noqa: E731
