@@ -77,6 +77,18 @@ def path_scores(table, X, n_threads):
     return out
 
 
+def path_posteriors(table, X, n_threads):
+    """(n, P) posterior probabilities of the paths and the (n,) log-densities, from
+    ``path_scores`` normalised in place."""
+    post = path_scores(table, X, n_threads)
+    top = post.max(axis=1)
+    post -= top[:, None]
+    np.exp(post, out=post)
+    total = post.sum(axis=1)
+    post /= total[:, None]
+    return post, top + np.log(total)
+
+
 def coordinate_ascent(table, X, paths, passes, n_threads):
     """The paper's heuristic: for each layer in turn, with the rest of each row's path fixed,
     score all N_j choices and keep the best. Rows whose fixed part agrees share one candidate

@@ -110,13 +110,7 @@ def _shared_pattern(X_o, pat, means, covs, log_pi, n_threads):
     loglik = np.empty(len(X_o))
     for lo in range(0, len(X_o), SHARED_CHUNK):
         Xc = np.ascontiguousarray(X_o[lo:lo + SHARED_CHUNK])
-        post = _estep.path_scores(table_o, Xc, n_threads)                   # (c, P) scores
-        top = post.max(axis=1)
-        post -= top[:, None]
-        np.exp(post, out=post)
-        total = post.sum(axis=1)
-        post /= total[:, None]
-        loglik[lo:lo + len(Xc)] = top + np.log(total)
+        post, loglik[lo:lo + len(Xc)] = _estep.path_posteriors(table_o, Xc, n_threads)
         slopes = (post @ K).reshape(len(Xc), n_m, n_o)
         fill[lo:lo + len(Xc)] = post @ offset + np.einsum("cmo,co->cm", slopes, Xc)
     return fill, loglik

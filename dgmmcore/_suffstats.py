@@ -6,7 +6,6 @@ Hard assignments and soft responsibilities (those above a floor) go through the 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 from . import _estep, _stats
 from ._threads import single_threaded_blas
@@ -125,10 +124,8 @@ def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR)
         Xb = np.ascontiguousarray(X[b_lo:b_lo + block], dtype=np.float64)
         rows, paths, weights = [], [], []
         for lo in range(0, Xb.shape[0], chunk):
-            scores = _estep.path_scores(table, Xb[lo:lo + chunk], n_threads)
-            lse = logsumexp(scores, axis=1)
+            resp, lse = _estep.path_posteriors(table, Xb[lo:lo + chunk], n_threads)
             loglik[b_lo + lo:b_lo + lo + len(lse)] = lse
-            resp = np.exp(scores - lse[:, None])
             r, p = np.nonzero(resp > floor)
             rows.append(r + lo)
             paths.append(p)

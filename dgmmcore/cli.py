@@ -241,7 +241,8 @@ def cmd_inpaint(args):
 
 def _restoration_options(parser):
     parser.add_argument("--threads", type=_positive, default=None)
-    parser.add_argument("--search", choices=["tracked", "exact", "heuristic"], default="tracked",
+    from .restoration import SEARCHES
+    parser.add_argument("--search", choices=SEARCHES, default="tracked",
                         help="path choice per patch (see dgmmcore.restoration.denoise)")
 
 

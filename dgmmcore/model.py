@@ -2,7 +2,6 @@
 import warnings
 
 import numpy as np
-from scipy.special import logsumexp
 
 from . import _distributed, _em, _estep, _impute
 from ._data import RowSource
@@ -336,8 +335,7 @@ class DeepGMM:
     def predict_proba(self, X):
         """Path posteriors, shape (n, N_1, ..., N_k). Memory is O(n x P): for few rows only."""
         X = self._check_X(X)
-        scores = _estep.path_scores(self._path_table(), X, self._threads())
-        post = np.exp(scores - logsumexp(scores, axis=1, keepdims=True))
+        post, _ = _estep.path_posteriors(self._path_table(), X, self._threads())
         return post.reshape((X.shape[0],) + self.weights_.shape)
 
     def sample(self, n_samples=1, random_state=None):
