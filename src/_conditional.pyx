@@ -191,8 +191,9 @@ def condition_pattern(
     first_arr = np.searchsorted(np.asarray(mis), np.arange(D)).astype(np.intp)
     cdef const cnp.intp_t[::1] first = first_arr
     cdef Py_ssize_t mm = max(m, 1)
-    Rm_arr = np.zeros((P, D, mm))
-    C_arr = np.zeros((P, mm, mm))
+    # every entry a live path reads is written by _factor (inactive paths are never read)
+    Rm_arr = np.empty((P, D, mm))
+    C_arr = np.empty((P, mm, mm))
     sc_arr = np.empty(P)
     cdef double[:, :, ::1] Rm = Rm_arr
     cdef double[:, :, ::1] Cv = C_arr
