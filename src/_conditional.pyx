@@ -222,13 +222,19 @@ def condition_pattern(
     cdef double[:, ::1] scores = scores_arr
     cdef double[:, :, ::1] cond = cond_arr
     cdef double *buf
+    cdef int out_of_memory[1]
+    out_of_memory[0] = 0
     for lo in range(0, c, nb):
         j = min(nb, c - lo)
         # phase 2: every (row, path) of the block; a thread takes whole paths
         with nogil, parallel(num_threads=_threads_for(j * P * (D + m) * (D + m), n_threads)):
             buf = <double*> malloc(sizeof(double) * nb * (2 * D + mm))
+            if buf == NULL:
+                out_of_memory[0] = 1
             try:
                 for p in prange(P, schedule='static'):
+                    if buf == NULL:
+                        continue
                     if sc[p] == -INFINITY:
                         for r in range(j):
                             scores[r, p] = -INFINITY
@@ -244,6 +250,8 @@ def condition_pattern(
                                     buf + nb * D, buf + 2 * nb * D, scores, cond, p)
             finally:
                 free(buf)
+        if out_of_memory[0]:
+            raise MemoryError("imputation: could not allocate the per-thread work buffers")
         # phase 3: per row, log-sum-exp over the paths and the weighted conditional mean
         with nogil:
             for r in prange(j, num_threads=_threads_for(j * P * mm, n_threads),

@@ -180,17 +180,27 @@ def score_groups(
         return
     ldt = <int> ((chunk + block - 1) // block * block)
     work_size = dgmm_tri_work_size(D, ldt)
+    cdef int out_of_memory[1]
+    out_of_memory[0] = 0
     n_threads = max(1, min(n_threads, n_tasks))
     with nogil, parallel(num_threads=n_threads):
         xt = NULL
-        posix_memalign(<void**> &xt, 64, sizeof(floating) * D * ldt)
+        if posix_memalign(<void**> &xt, 64, sizeof(floating) * D * ldt) != 0:
+            xt = NULL
         work = <floating*> malloc(sizeof(floating) * work_size)
         sqnorm = <double*> malloc(sizeof(double) * ldt)
         run_max = <double*> malloc(sizeof(double) * chunk)
         run_sum = <double*> malloc(sizeof(double) * chunk)
         run_arg = <cnp.intp_t*> malloc(sizeof(cnp.intp_t) * chunk)
+        # a thread without its buffers skips its tasks and the call raises below
+        if (xt == NULL or work == NULL or sqnorm == NULL or run_max == NULL
+                or run_sum == NULL or run_arg == NULL):
+            out_of_memory[0] = 1
         try:
             for t in prange(n_tasks, schedule='dynamic'):
+                if (xt == NULL or work == NULL or sqnorm == NULL or run_max == NULL
+                        or run_sum == NULL or run_arg == NULL):
+                    continue
                 g = task_group[t]
                 _score_task(X, R, mean, const_, rows, &cand[g, 0], cand.shape[1], task_start[t],
                             task_stop[t], ldt, xt, work, sqnorm, run_max, run_sum, run_arg,
@@ -202,3 +212,5 @@ def score_groups(
             free(run_max)
             free(run_sum)
             free(run_arg)
+    if out_of_memory[0]:
+        raise MemoryError("path scoring: could not allocate the per-thread work buffers")

@@ -88,15 +88,23 @@ def scatter_tasks(
         if weights.shape[0] != rows.shape[0]:
             raise ValueError("weights must be aligned with rows")
         w = &weights[0] if weights.shape[0] else NULL
+    cdef int out_of_memory[1]
+    out_of_memory[0] = 0
     n_threads = max(1, min(n_threads, n_tasks))
     with nogil, parallel(num_threads=n_threads):
         buf = <double*> malloc(sizeof(double) * CHUNK * D)
+        if buf == NULL:
+            out_of_memory[0] = 1
         try:
             for t in prange(n_tasks, schedule='dynamic'):
+                if buf == NULL:
+                    continue
                 _scatter_task(X, rows, task_start[t], task_stop[t], w, &shift[task_path[t], 0],
                               buf, &out_sum[t, 0], &out_scatter[t, 0, 0])
         finally:
             free(buf)
+    if out_of_memory[0]:
+        raise MemoryError("path scatters: could not allocate the per-thread work buffers")
 
 
 def kron_assemble(
@@ -123,12 +131,18 @@ def kron_assemble(
     if G == 0:
         out[:, :] = 0.0
         return
+    cdef int out_of_memory[1]
+    out_of_memory[0] = 0
     n_threads = max(1, min(n_threads, A))
     with nogil, parallel(num_threads=n_threads):
         wl = <double*> malloc(sizeof(double) * A * G)
         tile = <double*> malloc(sizeof(double) * A * B * B)
+        if wl == NULL or tile == NULL:
+            out_of_memory[0] = 1
         try:
             for a in prange(A, schedule='static'):
+                if wl == NULL or tile == NULL:
+                    continue
                 # wl[c, g] = weight[g] * left[g, a, c]
                 for c in range(A):
                     for g in range(G):
@@ -142,3 +156,5 @@ def kron_assemble(
         finally:
             free(wl)
             free(tile)
+    if out_of_memory[0]:
+        raise MemoryError("Kronecker assembly: could not allocate the per-thread work buffers")

@@ -143,3 +143,37 @@ def test_property_based_public_api_in_child_process(tmp_path):
                          capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
     assert res.returncode == 0, f"child exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     assert "PROPERTIES OK" in res.stdout
+
+
+OUT_OF_MEMORY_SCRIPT = textwrap.dedent("""
+    import resource
+    import numpy as np
+    from dgmmcore import _scoring
+    D, n = 8, 4_000_000                       # one task of n rows: a 256 MB per-thread buffer
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1, D))
+    R = np.eye(D)[None].copy()
+    mean = np.zeros((1, D))
+    const = np.zeros(1)
+    rows = np.zeros(n, dtype=np.intp)
+    out_lse = np.empty(1)
+    with open("/proc/self/status") as f:
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+    # room for the OpenMP threads' stacks, not for the work buffers
+    resource.setrlimit(resource.RLIMIT_AS, (vm + 160 * 2**20, resource.RLIM_INFINITY))
+    try:
+        _scoring.score_groups(X, R, mean, const, rows, np.zeros(1, np.intp), np.zeros(1, np.intp),
+                              np.array([n], np.intp), np.zeros((1, 1), np.intp), out_lse,
+                              np.empty(0, np.intp), np.empty(0), np.empty((0, 1)), 2)
+    except MemoryError as exc:
+        print("RAISED", exc)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_AS")
+def test_kernel_without_memory_for_its_buffers_raises():
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dgmmcore.__file__)))
+    res = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_SCRIPT], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert res.returncode == 0, f"child exited {res.returncode}:\n{res.stderr[-3000:]}"
+    assert "RAISED path scoring: could not allocate" in res.stdout
