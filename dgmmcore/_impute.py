@@ -14,8 +14,10 @@ kernel's table), split by columns into R_o and R_m. With d = x - mu_p and v = R_
     log|Sigma_oo| = log|Sigma| + log|Lambda_mm|
 The compiled kernel (src/_conditional.pyx) forms and factors Lambda_mm once per path per missing
 pattern (O(P |m|^2 D)) and then costs O(P D^2) per row, in parallel over paths; rows are grouped
-by missing pattern to share the factors. A pattern shared by many rows is cheaper through the
-covariances instead (see _shared_pattern).
+by missing pattern to share the factors. Rows whose pattern few other rows share are done
+together instead, each factoring its own Lambda_mm while a path's R stays in cache
+(condition_rows), and a pattern shared by many rows is cheaper through the covariances
+(see _shared_pattern).
 """
 import math
 
@@ -32,6 +34,9 @@ from ._threads import single_threaded_blas
 # per-path conditional kernel, whose per-row cost is D^2 + D |m| per path.
 SHARED_ROWS = 64
 SHARED_CHUNK = 2048
+# Patterns with fewer rows than this are not worth a pass over every path's factors of their
+# own: their rows go through condition_rows together.
+OWN_PATTERN_ROWS = 8
 
 
 def check_mask(mask, shape):
@@ -67,6 +72,7 @@ def impute_rows(X, mask, table, n_threads=1):
         + 0.5 * D * math.log(2 * math.pi)
     covs = None
     uniq, groups = patterns(mask)
+    own = []  # rows of rare patterns
     for pat, rows in zip(uniq, groups):
         m = np.flatnonzero(pat)
         if len(m) == D:  # nothing observed: the prior mean, density 1
@@ -80,18 +86,35 @@ def impute_rows(X, mask, table, n_threads=1):
                                                  means, covs, log_pi, n_threads)
             out[np.ix_(rows, m)] = fill
             continue
+        if len(rows) < OWN_PATTERN_ROWS:
+            own.append(rows)
+            continue
         fill = np.empty((len(rows), len(m)))
         row_loglik = np.empty(len(rows))
         with single_threaded_blas():  # the kernel calls BLAS from its own threads
             bad = _conditional.condition_pattern(np.ascontiguousarray(out[rows]),
                                                  m.astype(np.intp), R, means, const, fill,
                                                  row_loglik, n_threads)
-        if bad:
-            raise np.linalg.LinAlgError(f"{bad} paths have a singular precision on the missing "
-                                        "entries")
+        _check_singular(bad, "paths")
         loglik[rows] = row_loglik
         out[np.ix_(rows, m)] = fill
+    if own:
+        rows = np.concatenate(own)
+        fill = np.ascontiguousarray(out[rows])
+        row_loglik = np.empty(len(rows))
+        with single_threaded_blas():
+            bad = _conditional.condition_rows(fill.copy(), mask[rows].view(np.uint8), R, means,
+                                              const, fill, row_loglik, n_threads)
+        _check_singular(bad, "(row, path) pairs")
+        loglik[rows] = row_loglik
+        out[rows] = fill
     return out, loglik
+
+
+def _check_singular(bad, what):
+    if bad:
+        raise np.linalg.LinAlgError(f"{bad} {what} have a singular precision on the missing "
+                                    "entries")
 
 
 def _shared_pattern(X_o, pat, means, covs, log_pi, n_threads):

@@ -1,4 +1,7 @@
-"""Every path's Gaussian conditioned on the observed entries, for rows sharing a missing pattern.
+"""Every path's Gaussian conditioned on the observed entries of a row.
+
+``condition_pattern`` serves rows that share a missing pattern; ``condition_rows`` rows that
+each have their own (see the end of this docstring).
 
 The math is in dgmmcore/_impute.py. Here, for one pattern (missing columns ``mis``, m >= 0 of
 them) and the paths' upper-triangular precision factors R_p (R_p^T R_p = Sigma_p^{-1}):
@@ -10,6 +13,11 @@ them) and the paths' upper-triangular precision factors R_p (R_p^T R_p = Sigma_p
    score = log pi_p + log|det R_p| - log|det C| - |o|/2 log 2 pi - (|V_r|^2 - |W_r|^2) / 2 and the
    conditional means mu_m - W C^{-1} (row r of W C^{-1} is C^{-T} w_r);
 3. per row: log-sum-exp of the scores and the posterior-weighted conditional mean.
+
+For rows with their own patterns, ``condition_rows`` runs steps 1 and 2 per (row, path) with
+plain loops, in parallel over paths for a block of rows: a thread factors and conditions every
+row of the block against path p while R_p (32 KB at D = 63) stays in its cache, instead of
+streaming every path's factors through memory once per pattern.
 
 Each (row, path) is computed by one thread and each row is reduced by one thread over the paths
 in order, so the results do not depend on the number of threads. BLAS must be single-threaded
@@ -275,5 +283,118 @@ def condition_pattern(
                         out_fill[lo + r, a] += wgt * cond[r, p, a]
                 for a in range(m):
                     out_fill[lo + r, a] /= tot
+                out_loglik[lo + r] = mx + log(tot)
+    return bad
+
+
+def condition_rows(
+    const double[:, ::1] X,
+    const unsigned char[:, ::1] missing,
+    const double[:, :, ::1] R,
+    const double[:, ::1] mean,
+    const double[::1] const,
+    double[:, ::1] out_fill,
+    double[::1] out_loglik,
+    int n_threads,
+):
+    """Rows X (c, D), row r missing the columns where missing[r] is nonzero (any pattern with at
+    least one observed entry; rows need not share them).
+
+    R, mean, const as in condition_pattern. Writes the posterior means of the missing entries of
+    out_fill (c, D) (other entries are left alone) and out_loglik (c,), the log-density of the
+    observed ones (-inf and NaN fills if no path has any weight). Returns the number of
+    (row, path) pairs whose Lambda_mm was not positive definite (left out).
+    """
+    cdef Py_ssize_t c = X.shape[0], D = X.shape[1], P = R.shape[0]
+    cdef Py_ssize_t p, r, a, lo, nb, j, m, mmax
+    cdef double mx, tot, wgt, ld, log2pi = log(2.0 * 3.141592653589793)
+    if R.shape[1] != D or R.shape[2] != D or mean.shape[0] != P or mean.shape[1] != D:
+        raise ValueError("R must be (P, D, D) and mean (P, D) for X with D columns")
+    if const.shape[0] != P or missing.shape[0] != c or missing.shape[1] != D \
+            or out_fill.shape[0] != c or out_fill.shape[1] != D or out_loglik.shape[0] != c:
+        raise ValueError("const, missing, out_fill or out_loglik has the wrong shape")
+    if c == 0 or P == 0:
+        return 0
+    mask = np.asarray(missing).astype(bool)
+    counts_arr = mask.sum(axis=1).astype(np.intp)
+    if counts_arr.max() >= D:
+        raise ValueError("every row needs at least one observed entry")
+    # per row: its missing columns in ascending order, and first[r, i] = the number of them
+    # below column i (where row i of R_m starts being nonzero, R being upper triangular)
+    mis_arr = np.ascontiguousarray(np.argsort(~mask, axis=1, kind="stable"), dtype=np.intp)
+    first_arr = np.ascontiguousarray(np.cumsum(mask, axis=1) - mask, dtype=np.intp)
+    cdef const cnp.intp_t[::1] counts = counts_arr
+    cdef const cnp.intp_t[:, ::1] mis = mis_arr
+    cdef const cnp.intp_t[:, ::1] first = first_arr
+    mmax = max(1, int(counts_arr.max()))
+    nb = max(1, min(c, 256, BLOCK_VALUES // (P * mmax)))
+    scores_arr = np.empty((nb, P))
+    cond_arr = np.empty((nb, P, mmax))
+    cdef double[:, ::1] scores = scores_arr
+    cdef double[:, :, ::1] cond = cond_arr
+    cdef double *buf
+    cdef int out_of_memory[1]
+    out_of_memory[0] = 0
+    cdef Py_ssize_t bad = 0
+    n_threads = max(1, n_threads)
+    for lo in range(0, c, nb):
+        j = min(nb, c - lo)
+        # every (row, path) of the block; a thread takes whole paths. A factor that is not
+        # positive definite leaves a NaN score, counted and excluded below.
+        with nogil, parallel(num_threads=_threads_for(j * P * D * D, n_threads)):
+            buf = <double*> malloc(sizeof(double) * (2 * D * D + 3 * D))
+            if buf == NULL:
+                out_of_memory[0] = 1
+            try:
+                for p in prange(P, schedule='static'):
+                    if buf == NULL:
+                        continue
+                    for r in range(j):
+                        m = counts[lo + r]
+                        ld = 0.0
+                        if const[p] == -INFINITY:
+                            scores[r, p] = -INFINITY
+                        elif _factor(&R[p, 0, 0], D, &mis[lo + r, 0], m, &first[lo + r, 0],
+                                     buf, buf + D * D, &ld) != 0:
+                            scores[r, p] = NAN
+                        else:
+                            _path_row(&X[lo + r, 0], &R[p, 0, 0], &mean[p, 0], buf,
+                                      buf + D * D, &mis[lo + r, 0], &first[lo + r, 0],
+                                      &missing[lo + r, 0], D, m,
+                                      const[p] + 0.5 * m * log2pi - ld, buf + 2 * D * D,
+                                      buf + 2 * D * D + D, buf + 2 * D * D + 2 * D,
+                                      &scores[r, p], &cond[r, p, 0])
+            finally:
+                free(buf)
+        if out_of_memory[0]:
+            raise MemoryError("imputation: could not allocate the per-thread work buffers")
+        singular = np.isnan(scores_arr[:j])
+        if singular.any():
+            bad += int(singular.sum())
+            scores_arr[:j][singular] = -np.inf
+        # per row, log-sum-exp over the paths and the weighted conditional mean
+        with nogil:
+            for r in prange(j, num_threads=_threads_for(j * P * mmax, n_threads),
+                            schedule='static'):
+                m = counts[lo + r]
+                mx = -INFINITY
+                for p in range(P):
+                    if scores[r, p] > mx:
+                        mx = scores[r, p]
+                if mx == -INFINITY:
+                    out_loglik[lo + r] = -INFINITY
+                    for a in range(m):
+                        out_fill[lo + r, mis[lo + r, a]] = NAN
+                    continue
+                tot = 0.0
+                for a in range(m):
+                    out_fill[lo + r, mis[lo + r, a]] = 0.0
+                for p in range(P):
+                    wgt = exp(scores[r, p] - mx)
+                    tot = tot + wgt
+                    for a in range(m):
+                        out_fill[lo + r, mis[lo + r, a]] += wgt * cond[r, p, a]
+                for a in range(m):
+                    out_fill[lo + r, mis[lo + r, a]] /= tot
                 out_loglik[lo + r] = mx + log(tot)
     return bad

@@ -133,3 +133,31 @@ def test_shared_pattern_route_matches_the_conditional_kernel(monkeypatch):
     shared_fill, shared_ll = model.impute(X, mask, return_loglik=True)
     np.testing.assert_allclose(shared_fill, kernel_fill, rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(shared_ll, kernel_ll, rtol=1e-10)
+
+
+def test_rows_with_their_own_patterns_match_the_per_pattern_kernel(monkeypatch):
+    """Rows of rare patterns are conditioned together, each with its own factors
+    (condition_rows); per pattern (condition_pattern) must give the same answers, in blocks of
+    any size and on any number of threads."""
+    from dgmmcore import _conditional, _impute
+    rng = np.random.default_rng(9)
+    A, b, w = random_params((3, 4), 7, rng)
+    w = np.array(w, dtype=float).reshape(3, 4)
+    w[2, 1] = 0.0  # an empty path
+    model = DeepGMM.from_params(A, b, w / w.sum(), n_threads=1)
+    X, _ = model.sample(120, random_state=5)
+    mask = rng.random(X.shape) < 0.5
+    mask[:3] = False                       # nothing missing
+    mask[3, :-1] = True                    # one entry observed
+    mask[4] = True                         # nothing observed
+    monkeypatch.setattr(_impute, "OWN_PATTERN_ROWS", 0)
+    pattern_fill, pattern_ll = model.impute(X, mask, return_loglik=True)
+    monkeypatch.setattr(_impute, "OWN_PATTERN_ROWS", 10**9)
+    own_fill, own_ll = model.impute(X, mask, return_loglik=True)
+    np.testing.assert_allclose(own_fill, pattern_fill, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(own_ll, pattern_ll, rtol=1e-12)
+    np.testing.assert_array_equal(own_fill[~mask], X[~mask])
+    model.n_threads = 2
+    monkeypatch.setattr(_conditional, "BLOCK_VALUES", 12 * 7 * 5)  # blocks of 5 rows
+    fill2, ll2 = model.impute(X, mask, return_loglik=True)
+    assert np.array_equal(fill2, own_fill) and np.array_equal(ll2, own_ll)
