@@ -15,8 +15,8 @@ kernel's table), split by columns into R_o and R_m. With d = x - mu_p and v = R_
 The compiled kernel (src/_conditional.pyx) forms and factors Lambda_mm once per path per missing
 pattern (O(P |m|^2 D)) and then costs O(P D^2) per row, in parallel over paths; rows are grouped
 by missing pattern to share the factors. Rows whose pattern few other rows share are done
-together instead, each factoring its own Lambda_mm while a path's R stays in cache
-(condition_rows), and a pattern shared by many rows is cheaper through the covariances
+together instead, each factoring its own Lambda_mm (a block of the precision R_p^T R_p) while
+path p's arrays stay in cache (condition_rows), and a pattern shared by many rows is cheaper through the covariances
 (see _shared_pattern).
 """
 import math
@@ -102,9 +102,11 @@ def impute_rows(X, mask, table, n_threads=1):
         rows = np.concatenate(own)
         fill = np.ascontiguousarray(out[rows])
         row_loglik = np.empty(len(rows))
+        precisions = np.matmul(np.swapaxes(R, 1, 2), R)
         with single_threaded_blas():
-            bad = _conditional.condition_rows(fill.copy(), mask[rows].view(np.uint8), R, means,
-                                              const, fill, row_loglik, n_threads)
+            bad = _conditional.condition_rows(fill.copy(), mask[rows].view(np.uint8), R,
+                                              precisions, means, const, fill, row_loglik,
+                                              n_threads)
         _check_singular(bad, "(row, path) pairs")
         loglik[rows] = row_loglik
         out[rows] = fill

@@ -294,8 +294,8 @@ class DeepGMM:
         mixture: each path's Gaussian conditioned on the row's observed entries, weighted by
         the path's posterior given them. Values at masked positions are ignored (NaN is fine).
         With ``return_loglik``, also returns the log-density of each row's observed entries.
-        Cost: one Cholesky per path per distinct missing pattern, O(P |m|^2 D), plus
-        O(P D^2) per row, in a compiled kernel parallel over the paths."""
+        Cost: O(P D^2) per row plus one |m| x |m| Cholesky per path per missing pattern (per
+        row for patterns that few rows share), in a compiled kernel parallel over the paths."""
         X, mask = self._check_masked(X, mask)
         with limited_blas(self._threads()):
             filled, loglik = _impute.impute_rows(X, mask, self._path_table(), self._threads())

@@ -16,8 +16,10 @@ them) and the paths' upper-triangular precision factors R_p (R_p^T R_p = Sigma_p
 
 For rows with their own patterns, ``condition_rows`` runs steps 1 and 2 per (row, path) with
 plain loops, in parallel over paths for a block of rows: a thread factors and conditions every
-row of the block against path p while R_p (32 KB at D = 63) stays in its cache, instead of
-streaming every path's factors through memory once per pattern.
+row of the block against path p while R_p and the precision R_p^T R_p (32 KB each at D = 63)
+stay in its cache, instead of streaming every path's factors through memory once per pattern.
+Lambda_mm is gathered from the precision (no Gram product), and R_m^T R_p d is a row of the
+precision times d.
 
 Each (row, path) is computed by one thread and each row is reduced by one thread over the paths
 in order, so the results do not depend on the number of threads. BLAS must be single-threaded
@@ -53,7 +55,7 @@ cdef int _factor(const double *R, Py_ssize_t D, const cnp.intp_t *mis, Py_ssize_
     0, or -1 if that is not positive definite. first[i]: the first a with mis[a] >= i (row i
     of Rm is zero before it: R is upper triangular)."""
     cdef Py_ssize_t a, b, i
-    cdef double s, ra
+    cdef double ra
     for a in range(m * m):
         C[a] = 0.0
     for i in range(D):
@@ -63,6 +65,14 @@ cdef int _factor(const double *R, Py_ssize_t D, const cnp.intp_t *mis, Py_ssize_
             ra = Rm[i * m + a]
             for b in range(first[i], a + 1):
                 C[a * m + b] += ra * Rm[i * m + b]
+    return _cholesky_lower(C, m, logdet)
+
+
+cdef int _cholesky_lower(double *C, Py_ssize_t m, double *logdet) noexcept nogil:
+    """In place: the lower triangle of C (row-major m x m) becomes its Cholesky factor;
+    logdet = log|det| of the factor. 0, or -1 if C is not positive definite."""
+    cdef Py_ssize_t a, b, i
+    cdef double s
     logdet[0] = 0.0
     for a in range(m):
         for b in range(a + 1):
@@ -95,6 +105,21 @@ cdef inline double _dot(const double *x, const double *y, Py_ssize_t n) noexcept
     return (s0 + s1) + (s2 + s3)
 
 
+cdef inline void _conditional_mean(const double *C, const double *w, const double *mu,
+                                   const cnp.intp_t *mis, Py_ssize_t m,
+                                   double *cond) noexcept nogil:
+    """cond = mu_m - C^{-T} w."""
+    cdef Py_ssize_t a, b
+    cdef double s
+    for a in range(m - 1, -1, -1):
+        s = w[a]
+        for b in range(a + 1, m):
+            s = s - C[b * m + a] * cond[b]
+        cond[a] = s / C[a * m + a]
+    for a in range(m):
+        cond[a] = mu[mis[a]] - cond[a]
+
+
 cdef void _path_row(const double *x, const double *R, const double *mu, const double *Rm,
                     const double *C, const cnp.intp_t *mis, const cnp.intp_t *first,
                     const unsigned char *missing, Py_ssize_t D, Py_ssize_t m,
@@ -121,13 +146,31 @@ cdef void _path_row(const double *x, const double *R, const double *mu, const do
         w[a] = s / C[a * m + a]
         quad = quad - w[a] * w[a]
     score[0] = score_const - 0.5 * quad
-    for a in range(m - 1, -1, -1):  # C^{-T} w into cond, then mu_m minus it
-        s = w[a]
-        for b in range(a + 1, m):
-            s = s - C[b * m + a] * cond[b]
-        cond[a] = s / C[a * m + a]
-    for a in range(m):
-        cond[a] = mu[mis[a]] - cond[a]
+    _conditional_mean(C, w, mu, mis, m, cond)
+
+
+cdef void _path_row_precision(const double *x, const double *R, const double *Lam,
+                              const double *mu, const double *C, const cnp.intp_t *mis,
+                              const unsigned char *missing, Py_ssize_t D, Py_ssize_t m,
+                              double score_const, double *d, double *v, double *w,
+                              double *score, double *cond) noexcept nogil:
+    """_path_row with R_m^T R d read off the precision Lam = R^T R instead: row mis[a] of Lam
+    dotted with d (zero at the missing entries)."""
+    cdef Py_ssize_t i, a, b
+    cdef double s, quad = 0.0
+    for i in range(D):
+        d[i] = 0.0 if missing[i] else x[i] - mu[i]
+    for i in range(D):  # v = R d, R upper triangular
+        v[i] = _dot(R + i * D + i, d + i, D - i)
+        quad = quad + v[i] * v[i]
+    for a in range(m):  # w = C^{-1} Lam_m. d
+        s = _dot(Lam + mis[a] * D, d, D)
+        for b in range(a):
+            s = s - C[a * m + b] * w[b]
+        w[a] = s / C[a * m + a]
+        quad = quad - w[a] * w[a]
+    score[0] = score_const - 0.5 * quad
+    _conditional_mean(C, w, mu, mis, m, cond)
 
 
 cdef void _path_block(const double[:, ::1] X, Py_ssize_t lo, Py_ssize_t c, const double *R,
@@ -291,6 +334,7 @@ def condition_rows(
     const double[:, ::1] X,
     const unsigned char[:, ::1] missing,
     const double[:, :, ::1] R,
+    const double[:, :, ::1] Lam,
     const double[:, ::1] mean,
     const double[::1] const,
     double[:, ::1] out_fill,
@@ -300,16 +344,20 @@ def condition_rows(
     """Rows X (c, D), row r missing the columns where missing[r] is nonzero (any pattern with at
     least one observed entry; rows need not share them).
 
-    R, mean, const as in condition_pattern. Writes the posterior means of the missing entries of
+    R, mean, const as in condition_pattern; Lam (P, D, D) the precisions R_p^T R_p, whose
+    (mis, mis) block is each row's Lambda_mm (a gather, where condition_pattern forms it from
+    R_m). Writes the posterior means of the missing entries of
     out_fill (c, D) (other entries are left alone) and out_loglik (c,), the log-density of the
     observed ones (-inf and NaN fills if no path has any weight). Returns the number of
     (row, path) pairs whose Lambda_mm was not positive definite (left out).
     """
     cdef Py_ssize_t c = X.shape[0], D = X.shape[1], P = R.shape[0]
-    cdef Py_ssize_t p, r, a, lo, nb, j, m, mmax
+    cdef Py_ssize_t p, r, a, b, lo, nb, j, m, mmax
     cdef double mx, tot, wgt, ld, log2pi = log(2.0 * 3.141592653589793)
     if R.shape[1] != D or R.shape[2] != D or mean.shape[0] != P or mean.shape[1] != D:
         raise ValueError("R must be (P, D, D) and mean (P, D) for X with D columns")
+    if Lam.shape[0] != P or Lam.shape[1] != D or Lam.shape[2] != D:
+        raise ValueError("Lam must be (P, D, D) like R")
     if const.shape[0] != P or missing.shape[0] != c or missing.shape[1] != D \
             or out_fill.shape[0] != c or out_fill.shape[1] != D or out_loglik.shape[0] != c:
         raise ValueError("const, missing, out_fill or out_loglik has the wrong shape")
@@ -342,7 +390,7 @@ def condition_rows(
         # every (row, path) of the block; a thread takes whole paths. A factor that is not
         # positive definite leaves a NaN score, counted and excluded below.
         with nogil, parallel(num_threads=_threads_for(j * P * D * D, n_threads)):
-            buf = <double*> malloc(sizeof(double) * (2 * D * D + 3 * D))
+            buf = <double*> malloc(sizeof(double) * (D * D + 3 * D))
             if buf == NULL:
                 out_of_memory[0] = 1
             try:
@@ -354,16 +402,19 @@ def condition_rows(
                         ld = 0.0
                         if const[p] == -INFINITY:
                             scores[r, p] = -INFINITY
-                        elif _factor(&R[p, 0, 0], D, &mis[lo + r, 0], m, &first[lo + r, 0],
-                                     buf, buf + D * D, &ld) != 0:
+                            continue
+                        for a in range(m):  # Lambda_mm, lower triangle, from Lam
+                            for b in range(a + 1):
+                                buf[a * m + b] = Lam[p, mis[lo + r, a], mis[lo + r, b]]
+                        if _cholesky_lower(buf, m, &ld) != 0:
                             scores[r, p] = NAN
                         else:
-                            _path_row(&X[lo + r, 0], &R[p, 0, 0], &mean[p, 0], buf,
-                                      buf + D * D, &mis[lo + r, 0], &first[lo + r, 0],
-                                      &missing[lo + r, 0], D, m,
-                                      const[p] + 0.5 * m * log2pi - ld, buf + 2 * D * D,
-                                      buf + 2 * D * D + D, buf + 2 * D * D + 2 * D,
-                                      &scores[r, p], &cond[r, p, 0])
+                            _path_row_precision(&X[lo + r, 0], &R[p, 0, 0], &Lam[p, 0, 0],
+                                                &mean[p, 0], buf, &mis[lo + r, 0],
+                                                &missing[lo + r, 0], D, m,
+                                                const[p] + 0.5 * m * log2pi - ld, buf + D * D,
+                                                buf + D * D + D, buf + D * D + 2 * D,
+                                                &scores[r, p], &cond[r, p, 0])
             finally:
                 free(buf)
         if out_of_memory[0]:
