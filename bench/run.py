@@ -6,7 +6,8 @@
 Modes: ``--smoke`` tiny sizes, seconds (CI: proves every benchmark still runs); ``--quick`` a
 few minutes on 2 cores; default (full) is what the README tables come from (up to about an
 hour; BSDS300 patches for the end-to-end fits). The JSON goes to DIR/bench-<mode>.json
-(default DIR: bench/results/) and holds the machine, thread counts, library versions,
+(DIR/bench-<names>-<mode>.json with --only, so a partial run never replaces the whole suite's;
+default DIR: bench/results/) and holds the machine, thread counts, library versions,
 threadpoolctl info and every row (median of the repeats after a warm-up, raw times, CPU
 utilisation). ``python bench/report.py`` turns it into markdown tables and PNG plots.
 
@@ -66,7 +67,8 @@ def main(argv=None):
     thr = ([int(x) for x in args.threads.split(",")] if args.threads else default_threads())
     ctx = Context(mode, thr, repeats=args.repeats, seed=args.seed, verbose=not args.quiet)
     out_dir = args.out or os.path.join(HERE, "results")
-    out_path = os.path.join(out_dir, f"bench-{mode}.json")
+    stem = f"bench-{'-'.join(names)}-{mode}" if args.only else f"bench-{mode}"
+    out_path = os.path.join(out_dir, f"{stem}.json")
 
     env = environment(ctx)
     print(f"dgmmcore bench ({mode}): {env['machine'].get('cpu_model')}, "
