@@ -1,4 +1,5 @@
 """The DeepGMM estimator: parameters, exact density, best paths, sampling, export, training."""
+import inspect
 import warnings
 
 import numpy as np
@@ -93,6 +94,37 @@ class DeepGMM:
         if layer_weights is not None:
             kwargs.setdefault("path_prior", "factorized")
         model = cls(layers=tuple(a.shape[0] for a in A), **kwargs)
+        model._set_params(A, b, joint, layer_weights)
+        return model
+
+    def deepen(self, nodes, *, spread=0.1, random_state=None):
+        """A new model with layers of ``nodes`` added after the last one (next to x), set to
+        continue training from this one: ``deepen((5, 5)).fit(X)`` grows a fitted GMM of N
+        components into an (N, 5, 5) Deep GMM. Hyperparameters are copied, with warm_start on.
+
+        Each new node starts as A = I + spread * G / sqrt(D), b = 0 (G standard normal, drawn
+        from ``random_state``): the new nodes act on x itself, so they must be near the
+        identity, and must differ for EM to pull them apart. The path prior is the old one
+        times uniform weights over the new nodes, so with spread=0 the density is exactly this
+        model's. On BSDS300 patches, growing a trained GMM this way and continuing EM reached
+        a higher held-out likelihood than starting the deep network from k-means (README).
+        """
+        self._check_fitted()
+        nodes = check_layers(nodes)
+        spread = check_float(spread, "spread", minimum=0.0)
+        rng = check_random_state(random_state)
+        D = self.n_features_in_
+        A, b = list(self.transforms_), list(self.biases_)
+        for N in nodes:
+            A.append(np.eye(D) + spread / np.sqrt(D) * rng.standard_normal((N, D, D)))
+            b.append(np.zeros((N, D)))
+        joint = np.multiply.outer(self.weights_, np.full(nodes, 1.0 / np.prod(nodes)))
+        layer_weights = None
+        if self.layer_weights_ is not None:
+            layer_weights = list(self.layer_weights_) + [np.full(N, 1.0 / N) for N in nodes]
+        hyper = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+        hyper.update(layers=tuple(a.shape[0] for a in A), warm_start=True)
+        model = type(self)(**hyper)
         model._set_params(A, b, joint, layer_weights)
         return model
 

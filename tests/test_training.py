@@ -205,3 +205,57 @@ def test_bad_hyperparameters(kwargs, err, msg):
 def test_too_few_rows():
     with pytest.raises(ValueError, match="at least 2"):
         DeepGMM((2,)).fit(np.zeros((1, 3)))
+
+
+def test_deepen_keeps_the_density_at_zero_spread_and_grows_into_a_better_fit():
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+    from _reference import path_gaussians
+    true = known_model((3, 2), D=3, seed=4)
+    X, _ = true.sample(3000, random_state=0)
+    Xt, _ = true.sample(3000, random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm = DeepGMM(3, max_iter=20, random_state=0, reg_covar=1e-5).fit(X)
+    same = gmm.deepen((2, 2), spread=0.0)
+    assert same.layers == (3, 2, 2) and same.warm_start and same.reg_covar == 1e-5
+    ws, means, covs = path_gaussians(same.transforms_, same.biases_, same.weights_)
+    ref = logsumexp([np.log(w) + multivariate_normal(mu, C).logpdf(Xt[:50])
+                     for w, mu, C in zip(ws, means, covs)], axis=0)
+    np.testing.assert_allclose(same.score_samples(Xt[:50]), ref, rtol=1e-10)
+    np.testing.assert_allclose(same.score_samples(Xt), gmm.score_samples(Xt), rtol=1e-10)
+    grown = gmm.deepen((2,), random_state=0)
+    assert np.array_equal(grown.transforms_[1], gmm.deepen((2,), random_state=0).transforms_[1])
+    assert not np.allclose(grown.transforms_[1][0], grown.transforms_[1][1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grown.max_iter = 30
+        grown.fit(X)
+    # the data come from a (3, 2) network: growing the 3-component GMM and continuing EM fits
+    # them better (held out)
+    assert grown.score(Xt) > gmm.score(Xt) + 0.05
+    # fit starts from the grown parameters: at spread 0 each component has two identical
+    # copies of half its weight, so the first best-path objective is the GMM's less log 2
+    same.max_iter = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        same.fit(X)
+    np.testing.assert_allclose(same.history_[0]["objective"],
+                               gmm.history_[-1]["objective"] - np.log(4), rtol=1e-9)
+
+
+def test_deepen_factorized_prior_and_bad_arguments():
+    X, _ = known_model((3, 2), D=3).sample(1000, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = DeepGMM((3, 2), path_prior="factorized", max_iter=5, random_state=0).fit(X)
+    d = m.deepen((4,), spread=0.0)
+    assert len(d.layer_weights_) == 3
+    np.testing.assert_allclose(d.layer_weights_[2], np.full(4, 0.25))
+    np.testing.assert_allclose(d.score_samples(X[:20]), m.score_samples(X[:20]), rtol=1e-10)
+    with pytest.raises(ValueError, match="layers"):
+        m.deepen(())
+    with pytest.raises(ValueError, match="spread"):
+        m.deepen((2,), spread=-1.0)
+    with pytest.raises(Exception, match="fit"):
+        DeepGMM((3,)).deepen((2,))

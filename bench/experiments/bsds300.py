@@ -53,8 +53,9 @@ def model_tag(args, layers, n_train):
     return f"{args.dataset}-t1-{'x'.join(map(str, layers))}-n{n_train}-s{args.seed}"
 
 
-def fit_or_resume(layers, X, args, tag, estep="heuristic"):
-    """Train with a checkpoint per iteration; resume from it when it exists."""
+def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None):
+    """Train with a checkpoint per iteration; resume from it when it exists. ``start``: a model
+    to continue from (warm_start) instead of a fresh initialization."""
     from dgmmcore import DeepGMM, load
     from dgmmcore._persistence import read_model_file
     os.makedirs(args.work, exist_ok=True)
@@ -78,6 +79,10 @@ def fit_or_resume(layers, X, args, tag, estep="heuristic"):
                         for r in model.history_)
             print(f"[{tag}] resuming at iteration {model.n_iter_}", flush=True)
             model.fit(X, checkpoint=ckpt, resume=True)
+        elif start is not None:
+            model = start
+            model.max_iter, model.n_threads, model.verbose = args.iters, args.threads, 1
+            model.fit(X, checkpoint=ckpt)
         else:
             model = DeepGMM(layers, estep=estep, max_iter=args.iters, random_state=args.seed,
                             n_threads=args.threads, verbose=1)
@@ -121,24 +126,45 @@ def parse_layers(text):
     return tuple(int(t) for t in text.split(","))
 
 
+def fit_grown(layers, X, args):
+    """The 1-layer GMM of layers[0] components (the Table 1 network), grown by
+    ``DeepGMM.deepen`` into ``layers`` and trained --iters more EM iterations.
+    Returns (model, seconds of both fits)."""
+    gmm, gmm_seconds = fit_or_resume(layers[:1], X, args, model_tag(args, layers[:1], len(X)))
+    tag = model_tag(args, layers, len(X)).replace("-t1-", "-grown-")
+    start = gmm.deepen(layers[1:], random_state=args.seed)
+    model, seconds = fit_or_resume(layers, X, args, tag, start=start)
+    return model, gmm_seconds + seconds
+
+
 def cmd_table1(args):
     train = load_data(args, "train", args.train)
+    valid = load_data(args, "validation", min(args.test, 50_000))
     test = load_data(args, "test", args.test)
     rows = []
     for spec in args.models:
         layers = parse_layers(spec)
-        tag = model_tag(args, layers, len(train))
-        print(f"== {layers} on {len(train)} patches", flush=True)
-        model, seconds = fit_or_resume(layers, train, args, tag)
+        grow = args.grow and len(layers) > 1
+        print(f"== {layers} on {len(train)} patches{' (grown from the GMM)' if grow else ''}",
+              flush=True)
+        if grow:
+            model, seconds = fit_grown(layers, train, args)
+        else:
+            model, seconds = fit_or_resume(layers, train, args,
+                                           model_tag(args, layers, len(train)))
         ll, se = evaluate(model, test)
+        vll, vse = evaluate(model, valid)
         rows.append({"layers": list(layers), "paths": int(np.prod(layers)),
                      "parameters": int(model.n_parameters()), "train_patches": len(train),
-                     "test_patches": len(test), "em_iterations": model.n_iter_,
-                     "test_loglik": ll, "stderr": se, "fit_seconds": seconds,
-                     "fit_threads": model.n_threads})  # None: every CPU
-        print(f"   test {ll:.3f} +- {se:.3f} nats, {seconds:.0f} s", flush=True)
+                     "test_patches": len(test), "init": "grown" if grow else "kmeans",
+                     "em_iterations": model.n_iter_ + (args.iters if grow else 0),
+                     "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
+                     "fit_seconds": seconds, "fit_threads": model.n_threads})  # None: every CPU
+        print(f"   test {ll:.3f} +- {se:.3f} nats (validation {vll:.3f}), {seconds:.0f} s",
+              flush=True)
         old_rows = read_json(f"{args.dataset}.json").get("models", [])
-        key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"])  # noqa: E731
+        key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"],  # noqa: E731
+                         r.get("init", "kmeans"))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
@@ -268,6 +294,9 @@ def main(argv=None):
     p.add_argument("--tops", type=int, nargs="+", default=[10, 25, 50, 100, 200])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grow", action="store_true",
+                   help="table1: start each deep network from the trained GMM of its top "
+                        "layer's size (DeepGMM.deepen) instead of k-means")
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
     args = p.parse_args(argv)
     {"table1": cmd_table1, "figure4": cmd_figure4, "figure2": cmd_figure2}[args.command](args)
