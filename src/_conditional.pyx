@@ -204,6 +204,32 @@ cdef void _path_block(const double[:, ::1] X, Py_ssize_t lo, Py_ssize_t c, const
                 cond[r, p, a] = mu[mis[a]] - W[r * m + a]
 
 
+cdef void _mix_row(const double *scores, const double *cond, Py_ssize_t P, Py_ssize_t stride,
+                   const cnp.intp_t *cols, Py_ssize_t m, double *fill,
+                   double *loglik) noexcept nogil:
+    """One row: loglik = log-sum-exp of the P path scores, and the posterior-weighted mean of
+    the paths' conditional means (path p's at cond + p * stride, m values) written to
+    fill[cols[a]] (fill[a] when cols is NULL); -inf and NaN if no path has any weight."""
+    cdef Py_ssize_t p, a
+    cdef double mx = -INFINITY, tot = 0.0, wgt
+    for p in range(P):
+        if scores[p] > mx:
+            mx = scores[p]
+    for a in range(m):
+        fill[cols[a] if cols != NULL else a] = NAN if mx == -INFINITY else 0.0
+    if mx == -INFINITY:
+        loglik[0] = -INFINITY
+        return
+    for p in range(P):
+        wgt = exp(scores[p] - mx)
+        tot = tot + wgt
+        for a in range(m):
+            fill[cols[a] if cols != NULL else a] += wgt * cond[p * stride + a]
+    for a in range(m):
+        fill[cols[a] if cols != NULL else a] /= tot
+    loglik[0] = mx + log(tot)
+
+
 def condition_pattern(
     const double[:, ::1] X,
     const cnp.intp_t[::1] mis,
@@ -225,7 +251,7 @@ def condition_pattern(
     cdef Py_ssize_t c = X.shape[0], D = X.shape[1], P = R.shape[0], m = mis.shape[0]
     cdef Py_ssize_t p, r, a, lo, nb, j
     cdef int bad = 0
-    cdef double mx, tot, wgt, log2pi = log(2.0 * 3.141592653589793)
+    cdef double log2pi = log(2.0 * 3.141592653589793)
     if R.shape[1] != D or R.shape[2] != D or mean.shape[0] != P or mean.shape[1] != D:
         raise ValueError("R must be (P, D, D) and mean (P, D) for X with D columns")
     if const.shape[0] != P or out_fill.shape[0] != c or out_fill.shape[1] != m \
@@ -307,26 +333,8 @@ def condition_pattern(
         with nogil:
             for r in prange(j, num_threads=_threads_for(j * P * mm, n_threads),
                             schedule='static'):
-                mx = -INFINITY
-                for p in range(P):
-                    if scores[r, p] > mx:
-                        mx = scores[r, p]
-                if mx == -INFINITY:
-                    out_loglik[lo + r] = -INFINITY
-                    for a in range(m):
-                        out_fill[lo + r, a] = NAN
-                    continue
-                tot = 0.0
-                for a in range(m):
-                    out_fill[lo + r, a] = 0.0
-                for p in range(P):
-                    wgt = exp(scores[r, p] - mx)
-                    tot = tot + wgt
-                    for a in range(m):
-                        out_fill[lo + r, a] += wgt * cond[r, p, a]
-                for a in range(m):
-                    out_fill[lo + r, a] /= tot
-                out_loglik[lo + r] = mx + log(tot)
+                _mix_row(&scores[r, 0], &cond[r, 0, 0], P, mm, NULL, m, &out_fill[lo + r, 0],
+                         &out_loglik[lo + r])
     return bad
 
 
@@ -353,7 +361,7 @@ def condition_rows(
     """
     cdef Py_ssize_t c = X.shape[0], D = X.shape[1], P = R.shape[0]
     cdef Py_ssize_t p, r, a, b, lo, nb, j, m, mmax
-    cdef double mx, tot, wgt, ld, log2pi = log(2.0 * 3.141592653589793)
+    cdef double ld, log2pi = log(2.0 * 3.141592653589793)
     if R.shape[1] != D or R.shape[2] != D or mean.shape[0] != P or mean.shape[1] != D:
         raise ValueError("R must be (P, D, D) and mean (P, D) for X with D columns")
     if Lam.shape[0] != P or Lam.shape[1] != D or Lam.shape[2] != D:
@@ -427,25 +435,6 @@ def condition_rows(
         with nogil:
             for r in prange(j, num_threads=_threads_for(j * P * mmax, n_threads),
                             schedule='static'):
-                m = counts[lo + r]
-                mx = -INFINITY
-                for p in range(P):
-                    if scores[r, p] > mx:
-                        mx = scores[r, p]
-                if mx == -INFINITY:
-                    out_loglik[lo + r] = -INFINITY
-                    for a in range(m):
-                        out_fill[lo + r, mis[lo + r, a]] = NAN
-                    continue
-                tot = 0.0
-                for a in range(m):
-                    out_fill[lo + r, mis[lo + r, a]] = 0.0
-                for p in range(P):
-                    wgt = exp(scores[r, p] - mx)
-                    tot = tot + wgt
-                    for a in range(m):
-                        out_fill[lo + r, mis[lo + r, a]] += wgt * cond[r, p, a]
-                for a in range(m):
-                    out_fill[lo + r, mis[lo + r, a]] /= tot
-                out_loglik[lo + r] = mx + log(tot)
+                _mix_row(&scores[r, 0], &cond[r, 0, 0], P, mmax, &mis[lo + r, 0],
+                         counts[lo + r], &out_fill[lo + r, 0], &out_loglik[lo + r])
     return bad
