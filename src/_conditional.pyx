@@ -375,13 +375,10 @@ def condition_rows(
     counts_arr = mask.sum(axis=1).astype(np.intp)
     if counts_arr.max() >= D:
         raise ValueError("every row needs at least one observed entry")
-    # per row: its missing columns in ascending order, and first[r, i] = the number of them
-    # below column i (where row i of R_m starts being nonzero, R being upper triangular)
+    # per row: its missing columns in ascending order (the first counts[r] entries)
     mis_arr = np.ascontiguousarray(np.argsort(~mask, axis=1, kind="stable"), dtype=np.intp)
-    first_arr = np.ascontiguousarray(np.cumsum(mask, axis=1) - mask, dtype=np.intp)
     cdef const cnp.intp_t[::1] counts = counts_arr
     cdef const cnp.intp_t[:, ::1] mis = mis_arr
-    cdef const cnp.intp_t[:, ::1] first = first_arr
     mmax = max(1, int(counts_arr.max()))
     nb = max(1, min(c, 256, BLOCK_VALUES // (P * mmax)))
     scores_arr = np.empty((nb, P))
