@@ -16,8 +16,8 @@ The compiled kernel (src/_conditional.pyx) forms and factors Lambda_mm once per 
 pattern (O(P |m|^2 D)) and then costs O(P D^2) per row, in parallel over paths; rows are grouped
 by missing pattern to share the factors. Rows whose pattern few other rows share are done
 together instead, each factoring its own Lambda_mm (a block of the precision R_p^T R_p) while
-path p's arrays stay in cache (condition_rows), and a pattern shared by many rows is cheaper through the covariances
-(see _shared_pattern).
+path p's arrays stay in cache (condition_rows); a pattern shared by many rows is cheaper
+through the covariances (see _shared_pattern).
 """
 import math
 
