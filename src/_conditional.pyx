@@ -333,8 +333,9 @@ def condition_pattern(
         with nogil:
             for r in prange(j, num_threads=_threads_for(j * P * mm, n_threads),
                             schedule='static'):
-                _mix_row(&scores[r, 0], &cond[r, 0, 0], P, mm, NULL, m, &out_fill[lo + r, 0],
-                         &out_loglik[lo + r])
+                # out_fill has no columns when nothing is missing
+                _mix_row(&scores[r, 0], &cond[r, 0, 0], P, mm, NULL, m,
+                         &out_fill[lo + r, 0] if m else NULL, &out_loglik[lo + r])
     return bad
 
 

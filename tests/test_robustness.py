@@ -171,9 +171,10 @@ OUT_OF_MEMORY_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_AS")
-def test_kernel_without_memory_for_its_buffers_raises():
+def test_kernel_without_memory_for_its_buffers_raises(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dgmmcore.__file__)))
+    # cwd away from the checkout: `python -c` would import its uncompiled dgmmcore first
     res = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_SCRIPT], capture_output=True,
-                         text=True, env=env, timeout=300)
+                         text=True, env=env, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, f"child exited {res.returncode}:\n{res.stderr[-3000:]}"
     assert "RAISED path scoring: could not allocate" in res.stdout
