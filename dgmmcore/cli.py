@@ -94,6 +94,9 @@ def cmd_fit(args):
         if args.threads:
             model.n_threads = args.threads
         print(f"resuming from {args.resume} ({model.n_iter_ or 0} iterations done)")
+    elif args.grow_from:
+        model = grown_model(load(args.grow_from), args)
+        print(f"growing {args.grow_from} into {model.layers}")
     else:
         model = DeepGMM(layers=args.layers, estep=args.estep, max_iter=args.iters,
                         random_state=args.seed, n_threads=args.threads, verbose=1)
@@ -112,6 +115,20 @@ def cmd_fit(args):
     model.save(args.out)
     print(f"model written to {args.out}")
     return 0
+
+
+def grown_model(base, args):
+    """``base`` deepened into --layers (which must extend its layers), set up to train."""
+    old = tuple(base.weights_.shape)
+    new = tuple(args.layers)
+    if len(new) <= len(old) or new[:len(old)] != old:
+        example = ",".join(map(str, old + (5, 5)))
+        raise ValueError(f"--grow-from: the model has layers {old}; --layers must add layers "
+                         f"after them (e.g. --layers {example}), got {new}")
+    model = base.deepen(new[len(old):], random_state=args.seed)
+    model.estep, model.max_iter, model.verbose = args.estep, args.iters, 1
+    model.n_threads = args.threads
+    return model
 
 
 def _load_rows(path, n_features):
@@ -262,8 +279,12 @@ def build_parser():
     f.add_argument("--out", default="dgmm-model.npz")
     f.add_argument("--checkpoint", metavar="PATH",
                    help="write a resumable checkpoint after every iteration")
-    f.add_argument("--resume", metavar="PATH",
-                   help="continue a checkpoint (to --iters in total) or warm-start a model")
+    start = f.add_mutually_exclusive_group()
+    start.add_argument("--resume", metavar="PATH",
+                       help="continue a checkpoint (to --iters in total) or warm-start a model")
+    start.add_argument("--grow-from", metavar="MODEL",
+                       help="start from a fitted model with --layers' first layers (e.g. a "
+                            "GMM for --layers 100,5,5), the new layers near the identity")
     f.set_defaults(func=cmd_fit)
     s = sub.add_parser("score", help="mean held-out log-likelihood of data under a model")
     s.add_argument("model")

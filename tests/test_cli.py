@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -92,3 +93,29 @@ def test_denoise_and_inpaint_commands(tmp_path, capsys):
     assert main(["inpaint", str(tmp_path / "p.npz"), str(tmp_path / "clean.png"),
                  str(tmp_path / "m.png"), "-o", str(tmp_path / "i.png")]) == 0
     assert np.asarray(Image.open(tmp_path / "i.png")).shape == (24, 24)
+
+
+def test_fit_grows_a_fitted_gmm(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(0, 1, (300, 3)), rng.normal(4, 0.5, (300, 3))])
+    np.save(tmp_path / "x.npy", X)
+    data = ["fit", "--data", str(tmp_path / "x.npy"), "--seed", "0", "--threads", "1"]
+    gmm_path, deep_path = tmp_path / "gmm.npz", tmp_path / "deep.npz"
+    assert main(data + ["--layers", "3", "--iters", "3", "--out", str(gmm_path)]) == 0
+    assert main(data + ["--layers", "3,2", "--iters", "2", "--grow-from", str(gmm_path),
+                        "--out", str(deep_path)]) == 0
+    assert "growing" in capsys.readouterr().out
+    gmm, deep = load(gmm_path), load(deep_path)
+    assert deep.layers == (3, 2) and deep.n_iter_ == 2
+    # the same growth in Python, on the command's training rows, makes the same model
+    from dgmmcore.cli import _split_rows
+    train, _ = _split_rows(X, 0.1, 0)
+    expect = gmm.deepen((2,), random_state=0)
+    expect.max_iter, expect.n_threads = 2, 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged in 2 iterations
+        expect.fit(train)
+    for got, want in zip(deep.transforms_, expect.transforms_):
+        np.testing.assert_array_equal(got, want)
+    assert main(data + ["--layers", "4,2", "--grow-from", str(gmm_path)]) == 2
+    assert "must add layers" in capsys.readouterr().err
