@@ -72,7 +72,10 @@ def path_scores(table, X, n_threads):
     cand = table.active[None, :]
     *_, scores = _run(table, X.astype(np.float64, copy=False), rows, offsets, cand, n_threads,
                       all_scores=True)
-    out = np.full((X.shape[0], int(np.prod(table.layers))), -np.inf)
+    n_paths = int(np.prod(table.layers))
+    if len(table.active) == n_paths:  # every path active: no second (n, P) array
+        return scores
+    out = np.full((X.shape[0], n_paths), -np.inf)
     out[:, table.active] = scores
     return out
 

@@ -65,12 +65,11 @@ def impute_rows(X, mask, table, n_threads=1):
     out = np.array(X, dtype=np.float64)
     loglik = np.zeros(n)
     act = table.active
-    R = np.ascontiguousarray(table.R[act], dtype=np.float64)
+    R = _derived(table, "R", lambda: np.ascontiguousarray(table.R[act], dtype=np.float64))
     means = np.ascontiguousarray(table.mean64[act])
     const = np.ascontiguousarray(table.const[act])  # log pi_p + log|det R_p| - D/2 log 2 pi
     log_pi = const - np.log(np.abs(np.diagonal(R, axis1=1, axis2=2))).sum(axis=1) \
         + 0.5 * D * math.log(2 * math.pi)
-    covs = None
     uniq, groups = patterns(mask)
     own = []  # rows of rare patterns
     for pat, rows in zip(uniq, groups):
@@ -79,9 +78,7 @@ def impute_rows(X, mask, table, n_threads=1):
             out[np.ix_(rows, m)] = np.exp(log_pi - logsumexp(log_pi)) @ means
             continue
         if len(m) and len(rows) >= SHARED_ROWS:
-            if covs is None:
-                R_inv = np.linalg.inv(R)
-                covs = R_inv @ np.swapaxes(R_inv, 1, 2)
+            covs = _derived(table, "covs", lambda: _covariances(R))
             fill, loglik[rows] = _shared_pattern(out[np.ix_(rows, np.flatnonzero(~pat))], pat,
                                                  means, covs, log_pi, n_threads)
             out[np.ix_(rows, m)] = fill
@@ -102,7 +99,7 @@ def impute_rows(X, mask, table, n_threads=1):
         rows = np.concatenate(own)
         fill = np.ascontiguousarray(out[rows])
         row_loglik = np.empty(len(rows))
-        precisions = np.matmul(np.swapaxes(R, 1, 2), R)
+        precisions = _derived(table, "precisions", lambda: np.matmul(np.swapaxes(R, 1, 2), R))
         with single_threaded_blas():
             bad = _conditional.condition_rows(fill.copy(), mask[rows].view(np.uint8), R,
                                               precisions, means, const, fill, row_loglik,
@@ -111,6 +108,21 @@ def impute_rows(X, mask, table, n_threads=1):
         loglik[rows] = row_loglik
         out[rows] = fill
     return out, loglik
+
+
+def _derived(table, name, build):
+    """An array derived from the active paths of ``table``, built once and kept on it: a
+    model drops its table when its parameters change, and repeated calls (EPLL restoration
+    imputes every iteration) would rebuild the same (P, D, D) arrays each time."""
+    cache = table.__dict__.setdefault("_impute_arrays", {})
+    if name not in cache:
+        cache[name] = build()
+    return cache[name]
+
+
+def _covariances(R):
+    R_inv = np.linalg.inv(R)
+    return R_inv @ np.swapaxes(R_inv, 1, 2)
 
 
 def _check_singular(bad, what):
