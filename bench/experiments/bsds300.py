@@ -53,9 +53,11 @@ def model_tag(args, layers, n_train):
     return f"{args.dataset}-t1-{'x'.join(map(str, layers))}-n{n_train}-s{args.seed}"
 
 
-def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None):
+def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None, iters=None):
     """Train with a checkpoint per iteration; resume from it when it exists. ``start``: a model
-    to continue from (warm_start) instead of a fresh initialization."""
+    to continue from (warm_start) instead of a fresh initialization; ``iters``: EM iterations
+    (default --iters)."""
+    iters = args.iters if iters is None else iters
     from dgmmcore import DeepGMM, load
     from dgmmcore._persistence import read_model_file
     os.makedirs(args.work, exist_ok=True)
@@ -64,9 +66,9 @@ def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None):
     if os.path.exists(done):
         model = load(done)
         model.fit_seconds_ = read_model_file(done)[0].get("fit_seconds")
-        if model.max_iter != args.iters:
-            raise ValueError(f"{done} was trained for max_iter={model.max_iter}, not --iters "
-                             f"{args.iters}: move it away or pass --work elsewhere")
+        if model.max_iter != iters:
+            raise ValueError(f"{done} was trained for max_iter={model.max_iter}, not "
+                             f"{iters}: move it away or pass --work elsewhere")
         return model, model.fit_seconds_
     t0 = time.perf_counter()
     spent = 0.0
@@ -81,10 +83,10 @@ def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None):
             model.fit(X, checkpoint=ckpt, resume=True)
         elif start is not None:
             model = start
-            model.max_iter, model.n_threads, model.verbose = args.iters, args.threads, 1
+            model.max_iter, model.n_threads, model.verbose = iters, args.threads, 1
             model.fit(X, checkpoint=ckpt)
         else:
-            model = DeepGMM(layers, estep=estep, max_iter=args.iters, random_state=args.seed,
+            model = DeepGMM(layers, estep=estep, max_iter=iters, random_state=args.seed,
                             n_threads=args.threads, verbose=1)
             model.fit(X, checkpoint=ckpt)
     model.fit_seconds_ = spent + time.perf_counter() - t0
@@ -129,12 +131,12 @@ def parse_layers(text):
 def fit_grown(layers, X, args):
     """The 1-layer GMM of layers[0] components (the Table 1 network), grown by
     ``DeepGMM.deepen`` into ``layers`` and trained --iters more EM iterations.
-    Returns (model, seconds of both fits)."""
+    Returns (model, seconds of both fits, its tag)."""
     gmm, gmm_seconds = fit_or_resume(layers[:1], X, args, model_tag(args, layers[:1], len(X)))
     tag = model_tag(args, layers, len(X)).replace("-t1-", "-grown-")
     start = gmm.deepen(layers[1:], random_state=args.seed)
     model, seconds = fit_or_resume(layers, X, args, tag, start=start)
-    return model, gmm_seconds + seconds
+    return model, gmm_seconds + seconds, tag
 
 
 def cmd_table1(args):
@@ -148,23 +150,31 @@ def cmd_table1(args):
         print(f"== {layers} on {len(train)} patches{' (grown from the GMM)' if grow else ''}",
               flush=True)
         if grow:
-            model, seconds = fit_grown(layers, train, args)
+            model, seconds, tag = fit_grown(layers, train, args)
         else:
-            model, seconds = fit_or_resume(layers, train, args,
-                                           model_tag(args, layers, len(train)))
+            tag = model_tag(args, layers, len(train))
+            model, seconds = fit_or_resume(layers, train, args, tag)
+        if args.soft_iters:
+            # soft EM continued from the hard-EM network
+            model.estep, model.warm_start = "soft", True
+            model, soft_seconds = fit_or_resume(layers, train, args,
+                                                f"{tag}-soft{args.soft_iters}", start=model,
+                                                iters=args.soft_iters)
+            seconds += soft_seconds
         ll, se = evaluate(model, test)
         vll, vse = evaluate(model, valid)
         rows.append({"layers": list(layers), "paths": int(np.prod(layers)),
                      "parameters": int(model.n_parameters()), "train_patches": len(train),
                      "test_patches": len(test), "init": "grown" if grow else "kmeans",
-                     "em_iterations": model.n_iter_ + (args.iters if grow else 0),
+                     "em_iterations": args.iters * (2 if grow else 1),
+                     "soft_em_iterations": args.soft_iters,
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
                      "fit_seconds": seconds, "fit_threads": model.n_threads})  # None: every CPU
         print(f"   test {ll:.3f} +- {se:.3f} nats (validation {vll:.3f}), {seconds:.0f} s",
               flush=True)
         old_rows = read_json(f"{args.dataset}.json").get("models", [])
         key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"],  # noqa: E731
-                         r.get("init", "kmeans"))
+                         r.get("init", "kmeans"), r.get("soft_em_iterations", 0))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
@@ -301,6 +311,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot-only", action="store_true",
                    help="figure4: redraw the PNG from the JSON without training")
+    p.add_argument("--soft-iters", type=int, default=0,
+                   help="table1: continue each network with this many soft-EM iterations")
     p.add_argument("--grow", action="store_true",
                    help="table1: start each deep network from the trained GMM of its top "
                         "layer's size (DeepGMM.deepen) instead of k-means")
