@@ -131,12 +131,12 @@ def parse_layers(text):
 def fit_grown(layers, X, args):
     """The 1-layer GMM of layers[0] components (the Table 1 network), grown by
     ``DeepGMM.deepen`` into ``layers`` and trained --iters more EM iterations.
-    Returns (model, seconds of both fits, its tag)."""
+    Returns (model, seconds of both fits, its tag, EM iterations of both fits)."""
     gmm, gmm_seconds = fit_or_resume(layers[:1], X, args, model_tag(args, layers[:1], len(X)))
     tag = model_tag(args, layers, len(X)).replace("-t1-", "-grown-")
     start = gmm.deepen(layers[1:], random_state=args.seed)
     model, seconds = fit_or_resume(layers, X, args, tag, start=start)
-    return model, gmm_seconds + seconds, tag
+    return model, gmm_seconds + seconds, tag, gmm.n_iter_ + model.n_iter_
 
 
 def cmd_table1(args):
@@ -150,10 +150,11 @@ def cmd_table1(args):
         print(f"== {layers} on {len(train)} patches{' (grown from the GMM)' if grow else ''}",
               flush=True)
         if grow:
-            model, seconds, tag = fit_grown(layers, train, args)
+            model, seconds, tag, hard_iters = fit_grown(layers, train, args)
         else:
             tag = model_tag(args, layers, len(train))
             model, seconds = fit_or_resume(layers, train, args, tag)
+            hard_iters = model.n_iter_
         if args.soft_iters:
             # soft EM continued from the hard-EM network
             model.estep, model.warm_start = "soft", True
@@ -166,7 +167,7 @@ def cmd_table1(args):
         rows.append({"layers": list(layers), "paths": int(np.prod(layers)),
                      "parameters": int(model.n_parameters()), "train_patches": len(train),
                      "test_patches": len(test), "init": "grown" if grow else "kmeans",
-                     "em_iterations": args.iters * (2 if grow else 1),
+                     "em_iterations": hard_iters,  # hard EM (both fits when grown)
                      "soft_em_iterations": args.soft_iters,
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
                      "fit_seconds": seconds, "fit_threads": model.n_threads})  # None: every CPU
