@@ -120,6 +120,33 @@ cdef inline void _conditional_mean(const double *C, const double *w, const doubl
         cond[a] = mu[mis[a]] - cond[a]
 
 
+cdef inline double _whiten(const double *x, const double *R, const double *mu,
+                           const unsigned char *missing, Py_ssize_t D, double *d,
+                           double *v) noexcept nogil:
+    """d = x - mu with the missing entries zeroed, v = R d (R upper triangular); |v|^2."""
+    cdef Py_ssize_t i
+    cdef double quad = 0.0
+    for i in range(D):
+        d[i] = 0.0 if missing[i] else x[i] - mu[i]
+    for i in range(D):
+        v[i] = _dot(R + i * D + i, d + i, D - i)
+        quad = quad + v[i] * v[i]
+    return quad
+
+
+cdef inline double _forward_solve(const double *C, double *w, Py_ssize_t m) noexcept nogil:
+    """w = C^{-1} w in place (C row-major lower triangular); returns the new |w|^2."""
+    cdef Py_ssize_t a, b
+    cdef double s, norm = 0.0
+    for a in range(m):
+        s = w[a]
+        for b in range(a):
+            s = s - C[a * m + b] * w[b]
+        w[a] = s / C[a * m + a]
+        norm = norm + w[a] * w[a]
+    return norm
+
+
 cdef void _path_row(const double *x, const double *R, const double *mu, const double *Rm,
                     const double *C, const cnp.intp_t *mis, const cnp.intp_t *first,
                     const unsigned char *missing, Py_ssize_t D, Py_ssize_t m,
@@ -127,24 +154,14 @@ cdef void _path_row(const double *x, const double *R, const double *mu, const do
                     double *cond) noexcept nogil:
     """One path, one row, without BLAS (per-call overhead dominates at one row): the same
     quantities as _path_block."""
-    cdef Py_ssize_t i, a, b
-    cdef double s, quad = 0.0
-    for i in range(D):
-        d[i] = 0.0 if missing[i] else x[i] - mu[i]
-    for i in range(D):  # v = R d, R upper triangular
-        v[i] = _dot(R + i * D + i, d + i, D - i)
-        quad = quad + v[i] * v[i]
+    cdef Py_ssize_t i, a
+    cdef double quad = _whiten(x, R, mu, missing, D, d, v)
     for a in range(m):
         w[a] = 0.0
     for i in range(D):  # u = Rm^T v, accumulated row by row of Rm
         for a in range(first[i], m):
             w[a] += Rm[i * m + a] * v[i]
-    for a in range(m):  # w = C^{-1} u
-        s = w[a]
-        for b in range(a):
-            s = s - C[a * m + b] * w[b]
-        w[a] = s / C[a * m + a]
-        quad = quad - w[a] * w[a]
+    quad = quad - _forward_solve(C, w, m)
     score[0] = score_const - 0.5 * quad
     _conditional_mean(C, w, mu, mis, m, cond)
 
@@ -156,19 +173,11 @@ cdef void _path_row_precision(const double *x, const double *R, const double *La
                               double *score, double *cond) noexcept nogil:
     """_path_row with R_m^T R d read off the precision Lam = R^T R instead: row mis[a] of Lam
     dotted with d (zero at the missing entries)."""
-    cdef Py_ssize_t i, a, b
-    cdef double s, quad = 0.0
-    for i in range(D):
-        d[i] = 0.0 if missing[i] else x[i] - mu[i]
-    for i in range(D):  # v = R d, R upper triangular
-        v[i] = _dot(R + i * D + i, d + i, D - i)
-        quad = quad + v[i] * v[i]
-    for a in range(m):  # w = C^{-1} Lam_m. d
-        s = _dot(Lam + mis[a] * D, d, D)
-        for b in range(a):
-            s = s - C[a * m + b] * w[b]
-        w[a] = s / C[a * m + a]
-        quad = quad - w[a] * w[a]
+    cdef Py_ssize_t a
+    cdef double quad = _whiten(x, R, mu, missing, D, d, v)
+    for a in range(m):  # u = Lam_m. d
+        w[a] = _dot(Lam + mis[a] * D, d, D)
+    quad = quad - _forward_solve(C, w, m)
     score[0] = score_const - 0.5 * quad
     _conditional_mean(C, w, mu, mis, m, cond)
 
@@ -228,6 +237,12 @@ cdef void _mix_row(const double *scores, const double *cond, Py_ssize_t P, Py_ss
     for a in range(m):
         fill[cols[a] if cols != NULL else a] /= tot
     loglik[0] = mx + log(tot)
+
+
+def _block_arrays(c, P, width):
+    """(rows per block, (nb, P) scores, (nb, P, width) conditional means) for c rows."""
+    nb = max(1, min(c, 256, BLOCK_VALUES // (P * width)))
+    return nb, np.empty((nb, P)), np.empty((nb, P, width))
 
 
 def condition_pattern(
@@ -293,9 +308,7 @@ def condition_pattern(
         if sc[p] == -INFINITY and const[p] != -INFINITY:
             bad += 1
 
-    nb = max(1, min(c, 256, BLOCK_VALUES // (P * mm)))
-    scores_arr = np.empty((nb, P))
-    cond_arr = np.empty((nb, P, mm))
+    nb, scores_arr, cond_arr = _block_arrays(c, P, mm)
     cdef double[:, ::1] scores = scores_arr
     cdef double[:, :, ::1] cond = cond_arr
     cdef double *buf
@@ -381,9 +394,7 @@ def condition_rows(
     cdef const cnp.intp_t[::1] counts = counts_arr
     cdef const cnp.intp_t[:, ::1] mis = mis_arr
     mmax = max(1, int(counts_arr.max()))
-    nb = max(1, min(c, 256, BLOCK_VALUES // (P * mmax)))
-    scores_arr = np.empty((nb, P))
-    cond_arr = np.empty((nb, P, mmax))
+    nb, scores_arr, cond_arr = _block_arrays(c, P, mmax)
     cdef double[:, ::1] scores = scores_arr
     cdef double[:, :, ::1] cond = cond_arr
     cdef double *buf
