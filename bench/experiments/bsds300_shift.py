@@ -16,7 +16,6 @@ Writes bench/results/bsds300-shift.json.
 """
 import argparse
 import io
-import json
 import os
 import sys
 import time
