@@ -1,6 +1,8 @@
 """The paper's BSDS300 experiments (van den Oord & Schrauwen 2014, section 4), one command each.
 
     python bench/experiments/bsds300.py table1  [--root R] [--train N] [--test N] [--iters K]
+    python bench/experiments/bsds300.py gaps    (same options: a trained network's likelihood
+                                                 on training, train-image, validation and test patches)
     python bench/experiments/bsds300.py figure4 [--dataset bsds300|lowres] ...
     python bench/experiments/bsds300.py figure2 ...
 
@@ -128,12 +130,20 @@ def parse_layers(text):
     return tuple(int(t) for t in text.split(","))
 
 
+def table1_tag(args, layers, n_train):
+    """File stem of a Table 1 network as trained with this run's --grow and --soft-iters."""
+    tag = model_tag(args, layers, n_train)
+    if args.grow and len(layers) > 1:
+        tag = tag.replace("-t1-", "-grown-")
+    return f"{tag}-soft{args.soft_iters}" if args.soft_iters else tag
+
+
 def fit_grown(layers, X, args):
     """The 1-layer GMM of layers[0] components (the Table 1 network), grown by
     ``DeepGMM.deepen`` into ``layers`` and trained --iters more EM iterations.
     Returns (model, seconds of both fits, its tag, EM iterations of both fits)."""
     gmm, gmm_seconds = fit_or_resume(layers[:1], X, args, model_tag(args, layers[:1], len(X)))
-    tag = model_tag(args, layers, len(X)).replace("-t1-", "-grown-")
+    tag = model_tag(args, layers, len(X)).replace("-t1-", "-grown-")  # table1_tag less soft
     start = gmm.deepen(layers[1:], random_state=args.seed)
     model, seconds = fit_or_resume(layers, X, args, tag, start=start)
     return model, gmm_seconds + seconds, tag, gmm.n_iter_ + model.n_iter_
@@ -159,8 +169,8 @@ def cmd_table1(args):
             # soft EM continued from the hard-EM network
             model.estep, model.warm_start = "soft", True
             model, soft_seconds = fit_or_resume(layers, train, args,
-                                                f"{tag}-soft{args.soft_iters}", start=model,
-                                                iters=args.soft_iters)
+                                                table1_tag(args, layers, len(train)),
+                                                start=model, iters=args.soft_iters)
             seconds += soft_seconds
         ll, se = evaluate(model, test)
         vll, vse = evaluate(model, valid)
@@ -178,6 +188,39 @@ def cmd_table1(args):
                          r.get("init", "kmeans"), r.get("soft_em_iterations", 0))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
+
+
+def cmd_gaps(args):
+    """Where a trained Table 1 network loses its likelihood: its own training patches (every
+    20th), fresh patches of the same train images, the validation images, the test images."""
+    from dgmmcore import load
+    train = load_data(args, "train", args.train)
+    own = train[::20]
+    del train
+    args_fresh = argparse.Namespace(**{**vars(args), "seed": args.seed + 1})
+    sets = {"own_training_patches": own,
+            "fresh_patches_train_images": load_data(args_fresh, "train", len(own)),
+            "validation_images": load_data(args, "validation", min(args.test, 50_000)),
+            "test_images": load_data(args, "test", args.test)}
+    rows = []
+    for spec in args.models:
+        layers = parse_layers(spec)
+        tag = table1_tag(args, layers, args.train)
+        path = os.path.join(args.work, f"{tag}.model.npz")
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} not found: train it first with the same table1 options")
+        model = load(path)
+        model.n_threads = args.threads
+        row = {"model": tag, "layers": list(layers), "train_patches": args.train,
+               "patches": {k: len(X) for k, X in sets.items()}}
+        for name, X in sets.items():
+            row[name], row[name + "_stderr"] = evaluate(model, X)
+        rows.append(row)
+        print(f"{tag}: " + ", ".join(f"{k} {row[k]:.3f}" for k in sets), flush=True)
+    old_rows = read_json(f"{args.dataset}-gaps.json").get("rows", [])
+    write_json(f"{args.dataset}-gaps.json", {
+        "machine": machine(),
+        "rows": merge_rows(old_rows, rows, key=lambda r: (r["model"], str(r["patches"])))})
 
 
 def cmd_figure4(args):
@@ -300,13 +343,13 @@ def plot_figure2(full_search, by_passes, by_restarts, switch_rate, dataset):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("command", choices=["table1", "figure4", "figure2"])
+    p.add_argument("command", choices=["table1", "gaps", "figure4", "figure2"])
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.add_argument("--dataset", choices=["bsds300", "lowres"], default="bsds300")
     p.add_argument("--train", type=int, default=1_000_000)
     p.add_argument("--test", type=int, default=250_000)
     p.add_argument("--iters", type=int, default=100)
-    p.add_argument("--models", nargs="+", default=["200", "50,5", "100,5,5"])
+    p.add_argument("--models", nargs="+", default=["100", "100,5", "100,5,5"])
     p.add_argument("--tops", type=int, nargs="+", default=[10, 25, 50, 100, 200])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -319,7 +362,8 @@ def main(argv=None):
                         "layer's size (DeepGMM.deepen) instead of k-means")
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
     args = p.parse_args(argv)
-    {"table1": cmd_table1, "figure4": cmd_figure4, "figure2": cmd_figure2}[args.command](args)
+    {"table1": cmd_table1, "gaps": cmd_gaps, "figure4": cmd_figure4,
+     "figure2": cmd_figure2}[args.command](args)
 
 
 if __name__ == "__main__":
