@@ -25,6 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "..", "results")
 DEFAULT_ROOT = os.path.join(HERE, "..", "..", "..", "shared", "data", "bsds300")
 
+DEFAULT_REG_COVAR = 1e-6  # DeepGMM's default; other values get their own file names
+
 # Table 1 of the paper: average test log-likelihood (nats) on 63-dim BSDS300 patches.
 PUBLISHED = {"RNADE 1hl": 143.2, "RNADE 6hl": 155.2, "EoRNADE 6hl": 157.0, "GMM": 153.7,
              "STM": 155.3, "Deep GMM 3 layers": 156.2}
@@ -52,7 +54,9 @@ def load_data(args, split, n):
 def model_tag(args, layers, n_train):
     """File stem of a trained network: Table 1, Figure 4 and Figure 2 share a network trained
     with the same layers on the same training set (the "t1" in the name is historical)."""
-    return f"{args.dataset}-t1-{'x'.join(map(str, layers))}-n{n_train}-s{args.seed}"
+    tag = f"{args.dataset}-t1-{'x'.join(map(str, layers))}-n{n_train}-s{args.seed}"
+    reg = getattr(args, "reg_covar", DEFAULT_REG_COVAR)
+    return tag if reg == DEFAULT_REG_COVAR else f"{tag}-reg{reg:g}"
 
 
 def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None, iters=None):
@@ -89,6 +93,7 @@ def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None, iters=Non
             model.fit(X, checkpoint=ckpt)
         else:
             model = DeepGMM(layers, estep=estep, max_iter=iters, random_state=args.seed,
+                            reg_covar=getattr(args, "reg_covar", DEFAULT_REG_COVAR),
                             n_threads=args.threads, verbose=1)
             model.fit(X, checkpoint=ckpt)
     model.fit_seconds_ = spent + time.perf_counter() - t0
@@ -178,14 +183,15 @@ def cmd_table1(args):
                      "parameters": int(model.n_parameters()), "train_patches": len(train),
                      "test_patches": len(test), "init": "grown" if grow else "kmeans",
                      "em_iterations": hard_iters,  # hard EM (both fits when grown)
-                     "soft_em_iterations": args.soft_iters,
+                     "soft_em_iterations": args.soft_iters, "reg_covar": model.reg_covar,
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
                      "fit_seconds": seconds, "fit_threads": model.n_threads})  # None: every CPU
         print(f"   test {ll:.3f} +- {se:.3f} nats (validation {vll:.3f}), {seconds:.0f} s",
               flush=True)
         old_rows = read_json(f"{args.dataset}.json").get("models", [])
         key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"],  # noqa: E731
-                         r.get("init", "kmeans"), r.get("soft_em_iterations", 0))
+                         r.get("init", "kmeans"), r.get("soft_em_iterations", 0),
+                         r.get("reg_covar", DEFAULT_REG_COVAR))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
@@ -357,6 +363,8 @@ def main(argv=None):
                    help="figure4: redraw the PNG from the JSON without training")
     p.add_argument("--soft-iters", type=int, default=0,
                    help="table1: continue each network with this many soft-EM iterations")
+    p.add_argument("--reg-covar", type=float, default=DEFAULT_REG_COVAR,
+                   help="table1/gaps: DeepGMM's reg_covar (added to every node's covariance)")
     p.add_argument("--grow", action="store_true",
                    help="table1: start each deep network from the trained GMM of its top "
                         "layer's size (DeepGMM.deepen) instead of k-means")
