@@ -46,7 +46,9 @@ class DeepGMM:
     warm_passes, n_restarts, restart_passes : heuristic E-step protocol (paper: 1, 1, 2).
     reg_covar : float
         Added to the diagonal of every path's data covariance in the M-step (as in
-        scikit-learn), so that degenerate data cannot make a transform singular.
+        scikit-learn), so that degenerate data cannot make a transform singular. It is
+        absolute: scale it with the data (on [0, 1)-scaled image patches 1e-6 is as large
+        as the dequantisation noise; see the README's Table 1 notes).
     n_init : number of initializations; the best final objective is kept.
     warm_start : continue from the current parameters on the next ``fit``.
     random_state : int, numpy Generator or None.
