@@ -135,12 +135,13 @@ def parse_layers(text):
     return tuple(int(t) for t in text.split(","))
 
 
-def table1_tag(args, layers, n_train):
-    """File stem of a Table 1 network as trained with this run's --grow and --soft-iters."""
+def table1_tag(args, layers, n_train, soft=True):
+    """File stem of a Table 1 network as trained with this run's --grow and (if ``soft``)
+    --soft-iters."""
     tag = model_tag(args, layers, n_train)
     if args.grow and len(layers) > 1:
         tag = tag.replace("-t1-", "-grown-")
-    return f"{tag}-soft{args.soft_iters}" if args.soft_iters else tag
+    return f"{tag}-soft{args.soft_iters}" if soft and args.soft_iters else tag
 
 
 def fit_grown(layers, X, args):
@@ -148,7 +149,7 @@ def fit_grown(layers, X, args):
     ``DeepGMM.deepen`` into ``layers`` and trained --iters more EM iterations.
     Returns (model, seconds of both fits, its tag, EM iterations of both fits)."""
     gmm, gmm_seconds = fit_or_resume(layers[:1], X, args, model_tag(args, layers[:1], len(X)))
-    tag = model_tag(args, layers, len(X)).replace("-t1-", "-grown-")  # table1_tag less soft
+    tag = table1_tag(args, layers, len(X), soft=False)
     start = gmm.deepen(layers[1:], random_state=args.seed)
     model, seconds = fit_or_resume(layers, X, args, tag, start=start)
     return model, gmm_seconds + seconds, tag, gmm.n_iter_ + model.n_iter_
