@@ -119,3 +119,34 @@ def test_fit_grows_a_fitted_gmm(tmp_path, capsys):
         np.testing.assert_array_equal(got, want)
     assert main(data + ["--layers", "4,2", "--grow-from", str(gmm_path)]) == 2
     assert "must add layers" in capsys.readouterr().err
+
+
+def test_fit_reg_covar_reaches_the_model(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    X = np.concatenate([rng.normal(0, 1, (300, 3)), rng.normal(4, 0.5, (300, 3))])
+    np.save(tmp_path / "x.npy", X)
+    data = ["fit", "--data", str(tmp_path / "x.npy"), "--seed", "0", "--threads", "1",
+            "--layers", "3,2", "--iters", "2"]
+    assert main(data + ["--reg-covar", "0.05", "--out", str(tmp_path / "r.npz")]) == 0
+    got = load(tmp_path / "r.npz")
+    assert got.reg_covar == 0.05
+    # the same fit in Python on the command's training rows
+    from dgmmcore import DeepGMM
+    from dgmmcore.cli import _split_rows
+    train, _ = _split_rows(X, 0.1, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged in 2 iterations
+        expect = DeepGMM((3, 2), max_iter=2, random_state=0, n_threads=1,
+                         reg_covar=0.05).fit(train)
+    for g, w in zip(got.transforms_, expect.transforms_):
+        np.testing.assert_array_equal(g, w)
+    # a checkpoint keeps its own; a warm start takes the new value; bad values are reported
+    ck = tmp_path / "ck.npz"
+    assert main(data + ["--checkpoint", str(ck), "--out", str(tmp_path / "a.npz")]) == 0
+    assert main(data + ["--resume", str(ck), "--reg-covar", "0.01", "--iters", "3"]) == 2
+    assert "continues its run with reg_covar" in capsys.readouterr().err
+    assert main(data + ["--resume", str(tmp_path / "a.npz"), "--reg-covar", "0.01",
+                        "--out", str(tmp_path / "w.npz")]) == 0
+    assert load(tmp_path / "w.npz").reg_covar == 0.01
+    assert main(data + ["--reg-covar", "-1"]) == 2
+    assert "reg_covar" in capsys.readouterr().err
