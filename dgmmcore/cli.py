@@ -93,11 +93,6 @@ def cmd_fit(args):
         model.verbose = 1
         if args.threads:
             model.n_threads = args.threads
-        if args.reg_covar is not None and args.reg_covar != model.reg_covar:
-            if resume:
-                raise ValueError(f"--reg-covar {args.reg_covar}: the checkpoint {args.resume} "
-                                 f"continues its run with reg_covar {model.reg_covar}")
-            model.reg_covar = args.reg_covar
         print(f"resuming from {args.resume} ({model.n_iter_ or 0} iterations done)")
     elif args.grow_from:
         model = grown_model(load(args.grow_from), args)
@@ -105,8 +100,11 @@ def cmd_fit(args):
     else:
         model = DeepGMM(layers=args.layers, estep=args.estep, max_iter=args.iters,
                         random_state=args.seed, n_threads=args.threads, verbose=1)
-        if args.reg_covar is not None:
-            model.reg_covar = args.reg_covar
+    if args.reg_covar is not None and args.reg_covar != model.reg_covar:
+        if resume:
+            raise ValueError(f"--reg-covar {args.reg_covar}: the checkpoint {args.resume} "
+                             f"continues its run with reg_covar {model.reg_covar}")
+        model.reg_covar = args.reg_covar
     print(f"network {model.layers}: {math.prod(model.layers)} paths; "
           f"estep={model.estep}; up to {model.max_iter} EM iterations", flush=True)
     t0 = time.perf_counter()
@@ -135,8 +133,6 @@ def grown_model(base, args):
     model = base.deepen(new[len(old):], random_state=args.seed)
     model.estep, model.max_iter, model.verbose = args.estep, args.iters, 1
     model.n_threads = args.threads
-    if args.reg_covar is not None:
-        model.reg_covar = args.reg_covar
     return model
 
 
