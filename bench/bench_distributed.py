@@ -7,7 +7,9 @@
   measured as the bytes that cross the loopback interface (/proc/net/dev, every message between
   client, scheduler and the 2 workers, protocol and heartbeats included) during one distributed
   E-step, next to the pickled size of the payload (parameters out, broadcast once per worker;
-  one shard's statistics back). Neither grows with n.
+  one shard's statistics back). Neither grows with n. Measured twice: with Dask's default client,
+  whose scatter and gather go through the scheduler (each payload crosses the wire twice), and
+  with ``Client(direct_to_workers=True)``, which talks to the workers directly.
 """
 import pickle
 import time
@@ -95,6 +97,7 @@ def run(ctx):
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        dashboard_address=None, host="127.0.0.1")
     client = distributed.Client(cluster)
+    direct = distributed.Client(cluster, direct_to_workers=True, set_as_default=False)
     try:
         local, t_local = _fit(X, layers, iters)
         dist, t_dist = _fit(X, layers, iters, client)
@@ -111,6 +114,7 @@ def run(ctx):
         for per_shard in ctx.pick((1000, 2000), (10_000, 50_000), (10_000, 100_000, 500_000)):
             out, back = _wire_bytes(local, X[:2 * per_shard], 2)
             measured = _measured_estep_bytes(local, X[:2 * per_shard], client)
+            measured_direct = _measured_estep_bytes(local, X[:2 * per_shard], direct)
             case = f"{layers} rows/shard={per_shard}"
             rows.append(row(NAME, case, "bytes out per iteration (pickled)", out, "B",
                             ratio=False))
@@ -119,10 +123,16 @@ def run(ctx):
             if measured is not None:
                 rows.append(row(NAME, case, "loopback bytes per E-step (measured)", measured,
                                 "B", ratio=False))
+                rows.append(row(NAME, case,
+                                "loopback bytes per E-step (measured, direct_to_workers)",
+                                measured_direct, "B", ref="via the scheduler",
+                                ref_value=measured, ratio=measured / measured_direct))
             ctx.log(f"rows/shard {per_shard}: out {out / 1e6:.2f} MB, back {back / 1e6:.2f} MB"
                     f" (pickled); measured on loopback "
-                    f"{'n/a' if measured is None else f'{measured / 1e6:.2f} MB'} per E-step")
+                    f"{'n/a' if measured is None else f'{measured / 1e6:.2f} MB'} per E-step"
+                    f"{'' if measured is None else f', {measured_direct / 1e6:.2f} MB direct'}")
     finally:
+        direct.close()
         client.close()
         cluster.close()
     return rows

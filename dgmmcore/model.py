@@ -211,7 +211,11 @@ class DeepGMM:
             it ends where an uninterrupted fit with the same data would.
         client : a ``distributed.Client``: run the E-step on its workers (numpy X is split into
             shards and scattered). A dask array X is fitted on the current client when none is
-            given. See ``dgmmcore._distributed``.
+            given. The client's ``direct_to_workers`` setting decides the route of the
+            parameters out and the statistics back: Dask's default relays them through the
+            scheduler (twice the bytes on the wire); ``Client(..., direct_to_workers=True)``
+            sends them straight to and from the workers, where the client can reach them.
+            See ``dgmmcore._distributed``.
 
         Ctrl-C (KeyboardInterrupt) stops the fit and leaves the model at its last completed
         iteration, usable and saveable; the KeyboardInterrupt is then re-raised.
