@@ -105,13 +105,27 @@ def coordinate_ascent(table, X, paths, passes, n_threads):
             fixed = paths.copy()
             fixed[:, j] = 0
             base = ravel_paths(fixed, layers)
-            order = np.argsort(base, kind="stable").astype(np.intp)
-            keys, starts = np.unique(base[order], return_index=True)
-            offsets = np.append(starts, len(order)).astype(np.intp)
-            cand = keys[:, None] + strides[j] * np.arange(n_j, dtype=np.intp)[None, :]
-            _, arg, score, _ = _run(table, X, order, offsets, cand, n_threads, best=True)
+            arg, score = _best_choice(table, X, base, strides[j], n_j, n_threads)
+            if X.dtype == np.float32:
+                # float32 can overflow where float64 does not: redo just those rows in float64.
+                bad = ~np.isfinite(score)
+                if np.any(bad):
+                    sub = np.ascontiguousarray(X[bad], dtype=np.float64)
+                    arg[bad], score[bad] = _best_choice(table, sub, base[bad], strides[j], n_j,
+                                                        n_threads)
             paths[:, j] = arg
     return paths, score
+
+
+def _best_choice(table, X, base, stride, n_choices, n_threads):
+    """Per row, the best of the paths base + stride * k (k < n_choices): its k and score.
+    Rows with the same base share one candidate list and are scored together."""
+    order = np.argsort(base, kind="stable").astype(np.intp)
+    keys, starts = np.unique(base[order], return_index=True)
+    offsets = np.append(starts, len(order)).astype(np.intp)
+    cand = keys[:, None] + stride * np.arange(n_choices, dtype=np.intp)[None, :]
+    _, arg, score, _ = _run(table, X, order, offsets, cand, n_threads, best=True)
+    return arg, score
 
 
 def _splitmix64(x):

@@ -208,3 +208,22 @@ def test_float32_overflow_rows_are_redone_in_float64():
     s64 = model.score_samples(X.astype(np.float64))
     assert np.all(np.isfinite(s32))
     np.testing.assert_allclose(s32, s64, rtol=1e-6)
+
+
+def test_float32_heuristic_redoes_overflowing_rows_in_float64():
+    # Every path overflows float32 for the first row (z ~ 1e40); in float64 the widest path,
+    # (1, 1), is the best one. Without the float64 redo float32 would keep its -inf start.
+    from dgmmcore import _estep
+    D = 2
+    A = [np.stack([np.eye(D) * 1e-3, np.eye(D) * 2e-3]), np.stack([np.eye(D), np.eye(D) * 1.5])]
+    b = [np.zeros((2, D)), np.zeros((2, D))]
+    model = DeepGMM.from_params(A, b, np.full((2, 2), 0.25))
+    X = np.array([[3e37, 0.0], [1e-3, -1e-3]])
+    table = model._path_table()
+    start = np.zeros((2, 2), dtype=np.intp)
+    p64, s64, _ = _estep.heuristic_estep(table, X, start, 0, 1, 1, 0)
+    p32, s32, _ = _estep.heuristic_estep(table, X.astype(np.float32), start, 0, 1, 1, 0)
+    np.testing.assert_array_equal(p64[0], [1, 1])
+    np.testing.assert_array_equal(p32, p64)
+    assert np.all(np.isfinite(s32))
+    np.testing.assert_allclose(s32, s64, rtol=1e-5)

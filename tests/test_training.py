@@ -259,3 +259,22 @@ def test_deepen_factorized_prior_and_bad_arguments():
         m.deepen((2,), spread=-1.0)
     with pytest.raises(Exception, match="fit"):
         DeepGMM((3,)).deepen((2,))
+
+
+@pytest.mark.parametrize("estep", ["heuristic", "full"])
+def test_float32_fit_follows_the_float64_fit(estep):
+    # float32 data are scored in float32 (the statistics stay float64): on a well-separated
+    # model the same paths win, so the fits agree to float32 scoring accuracy.
+    true = known_model((3, 2), D=4, seed=6)
+    X, _ = true.sample(3000, random_state=0)
+    X32 = X.astype(np.float32)
+    fits = []
+    for data in (X32.astype(np.float64), X32):
+        model = DeepGMM((3, 2), estep=estep, max_iter=15, tol=0, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits.append(model.fit(data))
+    f64, f32 = fits
+    np.testing.assert_array_equal(f32.predict(X), f64.predict(X))
+    assert f32.objective_ == pytest.approx(f64.objective_, abs=1e-5)
+    np.testing.assert_allclose(f32.score_samples(X), f64.score_samples(X), rtol=1e-5, atol=1e-5)
