@@ -81,6 +81,8 @@ def load_training_data(args):
 def cmd_fit(args):
     from . import ConvergenceWarning, DeepGMM, load
     train, test, what = load_training_data(args)
+    if args.float32:
+        train = train.astype(np.float32)
     print(f"data: {what}: {train.shape[0]} train rows, {test.shape[0]} held-out, "
           f"{train.shape[1]} dims", flush=True)
     resume = False
@@ -285,6 +287,9 @@ def build_parser():
                    help="added to every path's covariance diagonal (absolute; default 1e-6, "
                         "or the model's own with --resume/--grow-from). On patches scaled "
                         "to [0, 1) 1e-8 suits a GMM better (README, BSDS300)")
+    f.add_argument("--float32", action="store_true",
+                   help="train on float32 copies of the rows: the E-step scores in float32 "
+                        "(its kernel ~1.8x faster); statistics and parameters stay float64")
     f.add_argument("--out", default="dgmm-model.npz")
     f.add_argument("--checkpoint", metavar="PATH",
                    help="write a resumable checkpoint after every iteration")

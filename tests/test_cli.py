@@ -150,3 +150,28 @@ def test_fit_reg_covar_reaches_the_model(tmp_path, capsys):
     assert load(tmp_path / "w.npz").reg_covar == 0.01
     assert main(data + ["--reg-covar", "-1"]) == 2
     assert "reg_covar" in capsys.readouterr().err
+
+
+def test_fit_float32_trains_on_float32_rows(tmp_path):
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(0, 1, (300, 3)), rng.normal(4, 0.5, (300, 3))])
+    np.save(tmp_path / "x.npy", X)
+    assert main(["fit", "--data", str(tmp_path / "x.npy"), "--seed", "0", "--threads", "1",
+                 "--layers", "3,2", "--iters", "2", "--float32",
+                 "--out", str(tmp_path / "f.npz")]) == 0
+    got = load(tmp_path / "f.npz")
+    from dgmmcore import DeepGMM
+    from dgmmcore.cli import _split_rows
+    train, _ = _split_rows(X, 0.1, 0)
+    fits = {}
+    for dtype in (np.float32, np.float64):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # not converged in 2 iterations
+            fits[dtype] = DeepGMM((3, 2), max_iter=2, random_state=0,
+                                  n_threads=1).fit(train.astype(dtype))
+    for g, w in zip(got.transforms_, fits[np.float32].transforms_):
+        assert g.dtype == np.float64
+        np.testing.assert_array_equal(g, w)
+    # and it is a float32 fit, not the float64 one
+    assert any(not np.array_equal(g, w)
+               for g, w in zip(got.transforms_, fits[np.float64].transforms_))
