@@ -205,6 +205,9 @@ class DeepGMM:
         reached first. ``objective_`` is the final mean objective: the mean best-path
         log-density for hard EM, the mean log-likelihood for soft EM.
 
+        float32 X is scored in float32 by the hard E-steps (rows that overflow are redone in
+        float64); the statistics, the M-step and the parameters are float64 either way.
+
         checkpoint : path; every ``checkpoint_every`` iterations the model and the state needed
             to continue are written there atomically (a normal model file: ``dgmmcore.load``).
         resume : continue the run saved in the checkpoint this model was loaded from, so that
