@@ -5,6 +5,9 @@
                                                  on training, train-image, validation and test patches)
     python bench/experiments/bsds300.py figure4 [--dataset bsds300|lowres] ...
     python bench/experiments/bsds300.py figure2 ...
+    python bench/experiments/bsds300.py paired --files A.model.npz B.model.npz
+                                                (B - A per patch on the same validation and
+                                                 test patches: a difference's standard error)
 
 Every trained model is checkpointed after each EM iteration under --work (default bench/out/),
 so a run that is stopped resumes where it was when the same command is given again. Results
@@ -240,6 +243,35 @@ def cmd_gaps(args):
         "rows": merge_rows(old_rows, rows, key=lambda r: (r["model"], str(r["patches"])))})
 
 
+def cmd_paired(args):
+    """Two trained models scored on the same validation and test patches: the mean of the
+    per-patch differences B - A and its standard error, far smaller than either model's own
+    (the patches' spread is shared)."""
+    from dgmmcore import load
+    if len(args.files) != 2:
+        raise SystemExit("paired needs --files A.model.npz B.model.npz")
+    a, b = (load(f) for f in args.files)
+    for m in (a, b):
+        m.n_threads = args.threads
+    row = {"A": os.path.basename(args.files[0]), "B": os.path.basename(args.files[1])}
+    sets = {"validation": load_data(args, "validation", min(args.test, 50_000)),
+            "test": load_data(args, "test", args.test)}
+    for name, X in sets.items():
+        row[f"{name}_patches"] = len(X)
+        row[f"{name}_B_minus_A"], row[f"{name}_stderr"] = evaluate_difference(a, b, X)
+        print(f"{name}: B - A = {row[f'{name}_B_minus_A']:.3f} +- "
+              f"{row[f'{name}_stderr']:.3f} nats", flush=True)
+    old_rows = read_json(f"{args.dataset}-paired.json").get("rows", [])
+    write_json(f"{args.dataset}-paired.json", {
+        "machine": machine(),
+        "rows": merge_rows(old_rows, [row], key=lambda r: (r["A"], r["B"], r["test_patches"]))})
+
+
+def evaluate_difference(a, b, X):
+    d = b.score_samples(X) - a.score_samples(X)
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+
+
 def cmd_figure4(args):
     """Validation and test log-likelihood against the top layer's size for 1, 2 and 3 layers
     (the others 5 nodes); the best size per depth is the one with the best validation figure."""
@@ -360,7 +392,7 @@ def plot_figure2(full_search, by_passes, by_restarts, switch_rate, dataset):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("command", choices=["table1", "gaps", "figure4", "figure2"])
+    p.add_argument("command", choices=["table1", "gaps", "figure4", "figure2", "paired"])
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.add_argument("--dataset", choices=["bsds300", "lowres"], default="bsds300")
     p.add_argument("--train", type=int, default=1_000_000)
@@ -383,10 +415,12 @@ def main(argv=None):
     p.add_argument("--grow", action="store_true",
                    help="table1: start each deep network from the trained GMM of its top "
                         "layer's size (DeepGMM.deepen) instead of k-means")
+    p.add_argument("--files", nargs="+", default=[],
+                   help="paired: the two model files A and B")
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
     args = p.parse_args(argv)
     {"table1": cmd_table1, "gaps": cmd_gaps, "figure4": cmd_figure4,
-     "figure2": cmd_figure2}[args.command](args)
+     "figure2": cmd_figure2, "paired": cmd_paired}[args.command](args)
 
 
 if __name__ == "__main__":
