@@ -38,7 +38,34 @@ def _run(table, X, rows, offsets, cand, n_threads, lse=False, best=False, all_sc
     _scoring.score_groups(X, t.R, t.mean, t.const, rows, group, start, stop,
                           np.ascontiguousarray(cand, dtype=np.intp),
                           out_lse, out_best, out_best_score, out_all, n_threads)
+    if X.dtype == np.float32 and (lse or best):
+        _redo_overflows(table, X, rows, offsets, cand, n_threads, out_lse, out_best,
+                        out_best_score)
     return out_lse, out_best, out_best_score, out_all
+
+
+def _redo_overflows(table, X, rows, offsets, cand, n_threads, out_lse, out_best, out_best_score):
+    """float32 can overflow where float64 does not: rescore just those rows, in float64."""
+    bad = np.zeros(len(rows), dtype=bool)
+    if out_lse.size:
+        bad |= ~np.isfinite(out_lse[rows])
+    if out_best.size:
+        bad |= ~np.isfinite(out_best_score[rows])
+    pos = np.flatnonzero(bad)
+    if pos.size == 0:
+        return
+    # the bad rows keep their groups (and so their candidates), still laid out group by group
+    group = np.searchsorted(offsets, pos, side="right") - 1
+    sub_offsets = np.zeros(len(offsets), dtype=np.intp)
+    np.cumsum(np.bincount(group, minlength=len(offsets) - 1), out=sub_offsets[1:])
+    target = rows[pos]
+    sub = np.ascontiguousarray(X[target], dtype=np.float64)
+    lse, arg, score, _ = _run(table, sub, np.arange(len(pos), dtype=np.intp), sub_offsets, cand,
+                              n_threads, lse=out_lse.size > 0, best=out_best.size > 0)
+    if out_lse.size:
+        out_lse[target] = lse
+    if out_best.size:
+        out_best[target], out_best_score[target] = arg, score
 
 
 def _all_rows(n):
@@ -50,18 +77,6 @@ def exact_scores(table, X, n_threads, best=True):
     rows, offsets = _all_rows(X.shape[0])
     cand = table.active[None, :]
     lse, arg, best_score, _ = _run(table, X, rows, offsets, cand, n_threads, lse=True, best=best)
-    if X.dtype == np.float32:
-        # float32 can overflow where float64 does not: redo just those rows in float64.
-        bad = ~np.isfinite(lse)
-        if best:
-            bad |= ~np.isfinite(best_score)
-        if np.any(bad):
-            sub = np.ascontiguousarray(X[bad], dtype=np.float64)
-            l2, a2, b2, _ = _run(table, sub, *_all_rows(sub.shape[0]), cand, n_threads,
-                                 lse=True, best=best)
-            lse[bad] = l2
-            if best:
-                arg[bad], best_score[bad] = a2, b2
     paths = table.active[arg] if best else None
     return lse, paths, best_score if best else None
 
@@ -106,13 +121,6 @@ def coordinate_ascent(table, X, paths, passes, n_threads):
             fixed[:, j] = 0
             base = ravel_paths(fixed, layers)
             arg, score = _best_choice(table, X, base, strides[j], n_j, n_threads)
-            if X.dtype == np.float32:
-                # float32 can overflow where float64 does not: redo just those rows in float64.
-                bad = ~np.isfinite(score)
-                if np.any(bad):
-                    sub = np.ascontiguousarray(X[bad], dtype=np.float64)
-                    arg[bad], score[bad] = _best_choice(table, sub, base[bad], strides[j], n_j,
-                                                        n_threads)
             paths[:, j] = arg
     return paths, score
 
