@@ -114,9 +114,12 @@ def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None, iters=Non
     return model, model.fit_seconds_
 
 
+def mean_and_stderr(values):
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
 def evaluate(model, X):
-    s = model.score_samples(X)
-    return float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s)))
+    return mean_and_stderr(model.score_samples(X))
 
 
 def write_json(name, payload):
@@ -258,18 +261,14 @@ def cmd_paired(args):
             "test": load_data(args, "test", args.test)}
     for name, X in sets.items():
         row[f"{name}_patches"] = len(X)
-        row[f"{name}_B_minus_A"], row[f"{name}_stderr"] = evaluate_difference(a, b, X)
+        row[f"{name}_B_minus_A"], row[f"{name}_stderr"] = mean_and_stderr(
+            b.score_samples(X) - a.score_samples(X))
         print(f"{name}: B - A = {row[f'{name}_B_minus_A']:.3f} +- "
               f"{row[f'{name}_stderr']:.3f} nats", flush=True)
     old_rows = read_json(f"{args.dataset}-paired.json").get("rows", [])
     write_json(f"{args.dataset}-paired.json", {
         "machine": machine(),
         "rows": merge_rows(old_rows, [row], key=lambda r: (r["A"], r["B"], r["test_patches"]))})
-
-
-def evaluate_difference(a, b, X):
-    d = b.score_samples(X) - a.score_samples(X)
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
 
 
 def cmd_figure4(args):
