@@ -71,8 +71,9 @@ class EMRun:
         self.Q, self.c, reports = _mstep.mstep(
             self.Q, self.c, stats, self.layers, reg_covar=m.reg_covar, method=m.mstep,
             lbfgs_maxiter=m.lbfgs_maxiter, rng=self.rng, n_threads=self.n_threads)
-        self.weights, self.layer_weights = _mstep.path_prior(stats.counts, self.layers,
-                                                             m.path_prior)
+        splits = [t for rl in reports for r in rl for t in r.get("splits", ())]
+        counts = _mstep.split_prior_counts(stats.counts, self.layers, splits)
+        self.weights, self.layer_weights = _mstep.path_prior(counts, self.layers, m.path_prior)
         self.A, self.b = forward_nodes(self.Q, self.c)
         return reports
 

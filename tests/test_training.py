@@ -168,6 +168,37 @@ def test_empty_nodes_are_reseeded_and_parameters_stay_finite():
     assert np.isfinite(m.score(X))
 
 
+def _four_clusters_two_dead_nodes():
+    """Four unit clusters at (+-6, +-6) and a GMM-4 whose nodes 0 and 1 each cover a pair of
+    them while nodes 2 and 3 sit far away at a tiny weight (they get no point)."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[-6, -6], [-6, 6], [6, -6], [6, 6]], dtype=float)
+    X = np.concatenate([rng.standard_normal((1000, 2)) + m for m in centres])
+    true = DeepGMM.from_params([np.stack([np.eye(2)] * 4)], [centres], np.full(4, 0.25))
+    broad = np.diag([1.0, 6.0])
+    start = DeepGMM.from_params([np.stack([broad] * 4)],
+                                [np.array([[-6, 0], [6, 0], [100, 100], [-100, 100]], float)],
+                                np.array([0.5 - 1e-4, 0.5 - 1e-4, 1e-4, 1e-4]),
+                                warm_start=True, max_iter=30, random_state=0)
+    return X, true, start
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_reseeded_nodes_win_points_back(grow):
+    # an empty node is re-seeded as a split of a busy one and must get half of its prior mass:
+    # at the prior floor the copy never wins a point and the network keeps a dead node
+    X, true, model = _four_clusters_two_dead_nodes()
+    if grow:
+        model = model.deepen((2,), random_state=0)
+        model.max_iter = 30
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X)
+    top = model.predict(X)[:, 0]
+    assert np.bincount(top, minlength=4).min() > 0.2 * len(X)
+    assert model.score(X) > true.score(X) - 0.05
+
+
 def test_degenerate_data_stays_finite():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((500, 4))
