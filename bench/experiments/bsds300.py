@@ -29,6 +29,9 @@ RESULTS = os.path.join(HERE, "..", "results")
 DEFAULT_ROOT = os.path.join(HERE, "..", "..", "..", "shared", "data", "bsds300")
 
 DEFAULT_REG_COVAR = 1e-6  # DeepGMM's default; other values get their own file names
+# How the M-step re-seeds empty nodes (README, Training details): rows written before the
+# split re-seeding have no "reseeding" field and were trained with a plain copy
+RESEEDING = "split"
 
 # Table 1 of the paper: average test log-likelihood (nats) on 63-dim BSDS300 patches.
 PUBLISHED = {"RNADE 1hl": 143.2, "RNADE 6hl": 155.2, "EoRNADE 6hl": 157.0, "GMM": 153.7,
@@ -200,7 +203,7 @@ def cmd_table1(args):
                      "test_patches": len(test), "init": "grown" if grow else "kmeans",
                      "em_iterations": hard_iters,  # hard EM (both fits when grown)
                      "soft_em_iterations": args.soft_iters, "reg_covar": model.reg_covar,
-                     "train_dtype": train.dtype.name,
+                     "train_dtype": train.dtype.name, "reseeding": RESEEDING,
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
                      "fit_seconds": seconds, "fit_threads": model.n_threads})  # None: every CPU
         print(f"   test {ll:.3f} +- {se:.3f} nats (validation {vll:.3f}), {seconds:.0f} s",
@@ -208,7 +211,8 @@ def cmd_table1(args):
         old_rows = read_json(f"{args.dataset}.json").get("models", [])
         key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"],  # noqa: E731
                          r.get("init", "kmeans"), r.get("soft_em_iterations", 0),
-                         r.get("reg_covar", DEFAULT_REG_COVAR), r.get("train_dtype", "float64"))
+                         r.get("reg_covar", DEFAULT_REG_COVAR), r.get("train_dtype", "float64"),
+                         r.get("reseeding", "copy"))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
