@@ -11,6 +11,28 @@ from dgmmcore import load
 from dgmmcore.cli import main, patch_grid
 
 
+def two_clusters_npy(tmp_path, seed):
+    """600 rows of two 3-d clusters, saved as x.npy; returns (rows, path)."""
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(0, 1, (300, 3)), rng.normal(4, 0.5, (300, 3))])
+    np.save(tmp_path / "x.npy", X)
+    return X, str(tmp_path / "x.npy")
+
+
+def fit_like_the_command(X, model=None, dtype=np.float64, **kwargs):
+    """The fit `dgmm fit --data X --seed 0 --threads 1 --iters 2` makes, done in Python on the
+    command's training rows: ``model`` (e.g. a grown one) or a new DeepGMM(**kwargs)."""
+    from dgmmcore import DeepGMM
+    from dgmmcore.cli import _split_rows
+    train, _ = _split_rows(X, 0.1, 0)
+    if model is None:
+        model = DeepGMM(random_state=0, **kwargs)
+    model.max_iter, model.n_threads = 2, 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged in 2 iterations
+        return model.fit(train.astype(dtype))
+
+
 def test_fit_score_sample_info_on_npy(tmp_path, capsys):
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(0, 1, (400, 3)), rng.normal(4, 0.5, (400, 3))])
@@ -96,10 +118,8 @@ def test_denoise_and_inpaint_commands(tmp_path, capsys):
 
 
 def test_fit_grows_a_fitted_gmm(tmp_path, capsys):
-    rng = np.random.default_rng(1)
-    X = np.concatenate([rng.normal(0, 1, (300, 3)), rng.normal(4, 0.5, (300, 3))])
-    np.save(tmp_path / "x.npy", X)
-    data = ["fit", "--data", str(tmp_path / "x.npy"), "--seed", "0", "--threads", "1"]
+    X, npy = two_clusters_npy(tmp_path, 1)
+    data = ["fit", "--data", npy, "--seed", "0", "--threads", "1"]
     gmm_path, deep_path = tmp_path / "gmm.npz", tmp_path / "deep.npz"
     assert main(data + ["--layers", "3", "--iters", "3", "--out", str(gmm_path)]) == 0
     assert main(data + ["--layers", "3,2", "--iters", "2", "--grow-from", str(gmm_path),
@@ -108,13 +128,7 @@ def test_fit_grows_a_fitted_gmm(tmp_path, capsys):
     gmm, deep = load(gmm_path), load(deep_path)
     assert deep.layers == (3, 2) and deep.n_iter_ == 2
     # the same growth in Python, on the command's training rows, makes the same model
-    from dgmmcore.cli import _split_rows
-    train, _ = _split_rows(X, 0.1, 0)
-    expect = gmm.deepen((2,), random_state=0)
-    expect.max_iter, expect.n_threads = 2, 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # not converged in 2 iterations
-        expect.fit(train)
+    expect = fit_like_the_command(X, gmm.deepen((2,), random_state=0))
     for got, want in zip(deep.transforms_, expect.transforms_):
         np.testing.assert_array_equal(got, want)
     assert main(data + ["--layers", "4,2", "--grow-from", str(gmm_path)]) == 2
@@ -122,22 +136,13 @@ def test_fit_grows_a_fitted_gmm(tmp_path, capsys):
 
 
 def test_fit_reg_covar_reaches_the_model(tmp_path, capsys):
-    rng = np.random.default_rng(2)
-    X = np.concatenate([rng.normal(0, 1, (300, 3)), rng.normal(4, 0.5, (300, 3))])
-    np.save(tmp_path / "x.npy", X)
-    data = ["fit", "--data", str(tmp_path / "x.npy"), "--seed", "0", "--threads", "1",
-            "--layers", "3,2", "--iters", "2"]
+    X, npy = two_clusters_npy(tmp_path, 2)
+    data = ["fit", "--data", npy, "--seed", "0", "--threads", "1", "--layers", "3,2",
+            "--iters", "2"]
     assert main(data + ["--reg-covar", "0.05", "--out", str(tmp_path / "r.npz")]) == 0
     got = load(tmp_path / "r.npz")
     assert got.reg_covar == 0.05
-    # the same fit in Python on the command's training rows
-    from dgmmcore import DeepGMM
-    from dgmmcore.cli import _split_rows
-    train, _ = _split_rows(X, 0.1, 0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # not converged in 2 iterations
-        expect = DeepGMM((3, 2), max_iter=2, random_state=0, n_threads=1,
-                         reg_covar=0.05).fit(train)
+    expect = fit_like_the_command(X, layers=(3, 2), reg_covar=0.05)
     for g, w in zip(got.transforms_, expect.transforms_):
         np.testing.assert_array_equal(g, w)
     # a checkpoint keeps its own; a warm start takes the new value; bad values are reported
@@ -153,22 +158,12 @@ def test_fit_reg_covar_reaches_the_model(tmp_path, capsys):
 
 
 def test_fit_float32_trains_on_float32_rows(tmp_path):
-    rng = np.random.default_rng(3)
-    X = np.concatenate([rng.normal(0, 1, (300, 3)), rng.normal(4, 0.5, (300, 3))])
-    np.save(tmp_path / "x.npy", X)
-    assert main(["fit", "--data", str(tmp_path / "x.npy"), "--seed", "0", "--threads", "1",
-                 "--layers", "3,2", "--iters", "2", "--float32",
-                 "--out", str(tmp_path / "f.npz")]) == 0
+    X, npy = two_clusters_npy(tmp_path, 3)
+    assert main(["fit", "--data", npy, "--seed", "0", "--threads", "1", "--layers", "3,2",
+                 "--iters", "2", "--float32", "--out", str(tmp_path / "f.npz")]) == 0
     got = load(tmp_path / "f.npz")
-    from dgmmcore import DeepGMM
-    from dgmmcore.cli import _split_rows
-    train, _ = _split_rows(X, 0.1, 0)
-    fits = {}
-    for dtype in (np.float32, np.float64):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # not converged in 2 iterations
-            fits[dtype] = DeepGMM((3, 2), max_iter=2, random_state=0,
-                                  n_threads=1).fit(train.astype(dtype))
+    fits = {dtype: fit_like_the_command(X, layers=(3, 2), dtype=dtype)
+            for dtype in (np.float32, np.float64)}
     for g, w in zip(got.transforms_, fits[np.float32].transforms_):
         assert g.dtype == np.float64
         np.testing.assert_array_equal(g, w)
