@@ -200,8 +200,9 @@ class DeepGMM:
     def fit(self, X, y=None, *, checkpoint=None, checkpoint_every=1, resume=False, client=None):
         """Fit by hard EM (or soft EM with estep='soft'); returns self.
 
-        Records per iteration in ``history_`` (objective, switch rate, E- and M-step seconds),
-        sets ``n_iter_`` and ``converged_``, and warns with ConvergenceWarning when max_iter is
+        Records per iteration in ``history_`` (objective, switch rate, E- and M-step seconds,
+        ``reseeded``: nodes that had no point and were re-seeded as a split of a busy node of
+        their layer, taking half of its prior mass), sets ``n_iter_`` and ``converged_``, and warns with ConvergenceWarning when max_iter is
         reached first. ``objective_`` is the final mean objective: the mean best-path
         log-density for hard EM, the mean log-likelihood for soft EM.
 
