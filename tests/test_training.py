@@ -199,6 +199,34 @@ def test_reseeded_nodes_win_points_back(grow):
     assert model.score(X) > true.score(X) - 0.05
 
 
+def test_starved_nodes_are_reseeded_too():
+    # node 3 starts on two outlying, almost equal rows: fewer than D + 1 = 3 points, a
+    # Gaussian held up only by reg_covar. It must be re-seeded (as a split) like an empty
+    # node, not left collapsed on them while three nodes share four clusters
+    X, _, start = _four_clusters_two_dead_nodes()
+    outliers = np.array([[50.0, 50.0], [50.0, 50.001]])
+    biases = np.array(start.biases_[0])
+    biases[3] = outliers.mean(axis=0)
+    model = DeepGMM.from_params(start.transforms_, [biases], start.weights_, warm_start=True,
+                                max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(np.concatenate([X, outliers]))
+    # one node per cluster (the outliers join one of them)
+    assert np.bincount(model.predict(X)[:, 0], minlength=4).min() > 0.2 * len(X)
+
+
+@pytest.mark.parametrize("n_rows,nodes", [(12, 6), (40, 10)])
+def test_more_nodes_than_the_data_supports_still_converges(n_rows, nodes):
+    # too few rows for every node to keep D + 1 = 3: the nodes that cannot be split off a
+    # busy one stay as they are, and EM does not churn re-seeding them
+    X = np.random.default_rng(0).standard_normal((n_rows, 2))
+    m = DeepGMM((nodes,), max_iter=100, random_state=0).fit(X)
+    assert m.converged_
+    assert all(np.isfinite(a).all() for a in m.transforms_ + m.biases_)
+    assert np.isfinite(m.score(X))
+
+
 def test_degenerate_data_stays_finite():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((500, 4))

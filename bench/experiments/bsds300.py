@@ -29,8 +29,9 @@ RESULTS = os.path.join(HERE, "..", "results")
 DEFAULT_ROOT = os.path.join(HERE, "..", "..", "..", "shared", "data", "bsds300")
 
 DEFAULT_REG_COVAR = 1e-6  # DeepGMM's default; other values get their own file names
-# How the M-step re-seeds empty nodes (README, Training details): rows written before the
-# split re-seeding have no "reseeding" field and were trained with a plain copy
+# How the M-step re-seeds nodes with fewer than D + 1 points (README, Training details): rows
+# written before the split re-seeding have no "reseeding" field; they were trained with a
+# plain copy at the prior floor, for empty nodes only
 RESEEDING = "split"
 
 # Table 1 of the paper: average test log-likelihood (nats) on 63-dim BSDS300 patches.
