@@ -251,6 +251,13 @@ def cmd_gaps(args):
         "rows": merge_rows(old_rows, rows, key=lambda r: (r["model"], str(r["patches"])))})
 
 
+def model_name(path, work):
+    """A model file as the JSON names it: relative to --work when it lies inside (old runs are
+    kept in subfolders there, under the same file names), else its base name."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(work))
+    return os.path.basename(path) if rel.startswith("..") else rel
+
+
 def cmd_paired(args):
     """Two trained models scored on the same validation and test patches: the mean of the
     per-patch differences B - A and its standard error, far smaller than either model's own
@@ -261,7 +268,7 @@ def cmd_paired(args):
     a, b = (load(f) for f in args.files)
     for m in (a, b):
         m.n_threads = args.threads
-    row = {"A": os.path.basename(args.files[0]), "B": os.path.basename(args.files[1])}
+    row = {"A": model_name(args.files[0], args.work), "B": model_name(args.files[1], args.work)}
     sets = {"validation": load_data(args, "validation", min(args.test, 50_000)),
             "test": load_data(args, "test", args.test)}
     for name, X in sets.items():
