@@ -183,14 +183,16 @@ def _four_clusters_two_dead_nodes():
     return X, true, start
 
 
-@pytest.mark.parametrize("grow", [False, True])
-def test_reseeded_nodes_win_points_back(grow):
+@pytest.mark.parametrize("grow,prior", [(False, "joint"), (True, "joint"),
+                                        (True, "factorized")])
+def test_reseeded_nodes_win_points_back(grow, prior):
     # an empty node is re-seeded as a split of a busy one and must get half of its prior mass:
     # at the prior floor the copy never wins a point and the network keeps a dead node
     X, true, model = _four_clusters_two_dead_nodes()
     if grow:
         model = model.deepen((2,), random_state=0)
         model.max_iter = 30
+        model.path_prior = prior
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X)
