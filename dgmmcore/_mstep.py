@@ -148,9 +148,10 @@ def augmented_second_moment(n, s1, s2):
 
 def mstep(Q, c, stats, layers, *, reg_covar, method, lbfgs_maxiter, rng, n_threads):
     """One M-step sweep from layer k (next to x) down to layer 1. Returns new (Q, c) lists and
-    a per-layer list of node reports. Empty nodes are re-seeded as splits of busy nodes of their
-    layer; each layer's report ends with {"reseeded": n, "splits": [(layer, node, source)]},
-    which split_prior_counts turns into the prior's counts."""
+    a per-layer list of node reports. Nodes with fewer than min_points(D) points are not
+    refitted but re-seeded as splits of busy nodes of their layer; each layer's report ends
+    with {"reseeded": n, "splits": [(layer, node, source)]}, which split_prior_counts turns
+    into the prior's counts."""
     D = stats.means.shape[1]
     Q = [q.copy() for q in Q]
     c = [cc.copy() for cc in c]
@@ -229,9 +230,9 @@ def effective_reg(stats, reg_covar, relative=1e-9):
 def min_points(D):
     """Fewest points a node needs: D + 1, the fewest whose scatter has full rank. A node with
     fewer has a Gaussian held up only by reg_covar, collapsed onto a handful of near-identical
-    rows; on BSDS300 patches a fifth of a hard-EM GMM's components ended so (GMM-300: 67 with
-    under 64 points, none of them the best component of any validation patch), and re-seeding
-    them raised a GMM-100's held-out likelihood by 0.7-0.8 nats (README, Training details)."""
+    rows; on BSDS300 patches a fifth of a hard-EM GMM's components ended so (GMM-300: 67
+    under 64 points; its 79 under 100 were the best component of no validation patch), and
+    re-seeding them raised a GMM-100's held-out likelihood by 0.7-0.8 nats (README)."""
     return D + 1
 
 
