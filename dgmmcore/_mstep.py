@@ -153,6 +153,7 @@ def mstep(Q, c, stats, layers, *, reg_covar, method, lbfgs_maxiter, rng, n_threa
     with {"reseeded": n, "splits": [(layer, node, source)]}, which split_prior_counts turns
     into the prior's counts."""
     D = stats.means.shape[1]
+    min_count = min_points(D)
     Q = [q.copy() for q in Q]
     c = [cc.copy() for cc in c]
     counts = stats.counts
@@ -170,7 +171,7 @@ def mstep(Q, c, stats, layers, *, reg_covar, method, lbfgs_maxiter, rng, n_threa
         node_counts = n.sum(axis=0)
 
         def fit_node(i):
-            if node_counts[i] < min_points(D):
+            if node_counts[i] < min_count:
                 return None  # starved: re-seeded below
             live = n[:, i] > 0
             S = augmented_second_moment(n[live, i], s1[live, i], s2[live, i])
@@ -201,7 +202,7 @@ def mstep(Q, c, stats, layers, *, reg_covar, method, lbfgs_maxiter, rng, n_threa
             if res is not None:
                 Q[j][i], c[j][i], info = res
                 reports[j].append(info)
-        pairs = reseed_starved_nodes(Q[j], c[j], node_counts, min_points(D), rng)
+        pairs = reseed_starved_nodes(Q[j], c[j], node_counts, min_count, rng)
         reports[j].append({"reseeded": len(pairs), "splits": [(j, i, s) for i, s in pairs]})
         # push the path statistics through the refitted layer: v_{j-1} = Q v_j + c
         m4 = means.reshape(G, Nj, -1, D)

@@ -201,11 +201,11 @@ class DeepGMM:
         """Fit by hard EM (or soft EM with estep='soft'); returns self.
 
         Records per iteration in ``history_`` (objective, switch rate, E- and M-step seconds,
-        ``reseeded``: nodes that had no point and were re-seeded as a split of a busy node of
-        their layer, taking half of its prior mass), sets ``n_iter_`` and ``converged_``, and
-        warns with ConvergenceWarning when max_iter is reached first. ``objective_`` is the
-        final mean objective: the mean best-path log-density for hard EM, the mean
-        log-likelihood for soft EM.
+        ``reseeded``: nodes left with fewer than D + 1 points, re-seeded as a split of a busy
+        node of their layer that takes half of its prior mass), sets ``n_iter_`` and
+        ``converged_``, and warns with ConvergenceWarning when max_iter is reached first.
+        ``objective_`` is the final mean objective: the mean best-path log-density for hard
+        EM, the mean log-likelihood for soft EM.
 
         float32 X is scored in float32 by the hard E-steps (rows that overflow are redone in
         float64); the statistics, the M-step and the parameters are float64 either way.
