@@ -187,22 +187,23 @@ def iteration_case(ctx, source, n_train, layers, lbfgs_maxiter):
 
 
 def run(ctx):
-    rows = []
+    """Each case has a label for ``run.py --case``: 'fit <n>' and 'iteration <n>'."""
     if ctx.mode == "smoke":
-        rows += fit_case(ctx, "default", 2_000, 1_000, (2, 2, 2), 2, 20, 2)
-        rows += iteration_case(ctx, "default", 2_000, (4, 2, 2), 20)
-        return rows
-    if ctx.mode == "quick":
-        rows += fit_case(ctx, "default", 20_000, 10_000, (10, 5, 5), 6, 100, 6)
-        rows += iteration_case(ctx, "default", 30_000, (100, 5, 5), 50)
-        return rows
-    source = "bsds300" if bsds300_available() else "default"
-    if source == "default":
+        cases = [("fit 2k", fit_case, ("default", 2_000, 1_000, (2, 2, 2), 2, 20, 2)),
+                 ("iteration 2k", iteration_case, ("default", 2_000, (4, 2, 2), 20))]
+    elif ctx.mode == "quick":
+        cases = [("fit 20k", fit_case, ("default", 20_000, 10_000, (10, 5, 5), 6, 100, 6)),
+                 ("iteration 30k", iteration_case, ("default", 30_000, (100, 5, 5), 50))]
+    elif not bsds300_available():
         ctx.log("BSDS300 not found: falling back to the embedded patches (at most 60,000)")
-        rows += fit_case(ctx, "default", 60_000, 10_000, (10, 5, 5), 30, 1000, 30)
-        rows += iteration_case(ctx, "default", 60_000, (100, 5, 5), 1000)
-        return rows
-    rows += fit_case(ctx, source, 100_000, 50_000, (10, 5, 5), 30, 1000, 30)
-    rows += fit_case(ctx, source, 1_000_000, 50_000, (10, 5, 5), 10, 1000, 2)
-    rows += iteration_case(ctx, source, 1_000_000, (100, 5, 5), 1000)
+        cases = [("fit 60k", fit_case, ("default", 60_000, 10_000, (10, 5, 5), 30, 1000, 30)),
+                 ("iteration 60k", iteration_case, ("default", 60_000, (100, 5, 5), 1000))]
+    else:
+        cases = [("fit 100k", fit_case, ("bsds300", 100_000, 50_000, (10, 5, 5), 30, 1000, 30)),
+                 ("fit 1M", fit_case, ("bsds300", 1_000_000, 50_000, (10, 5, 5), 10, 1000, 2)),
+                 ("iteration 1M", iteration_case, ("bsds300", 1_000_000, (100, 5, 5), 1000))]
+    rows = []
+    for label, case, case_args in cases:
+        if ctx.include(label):
+            rows += case(ctx, *case_args)
     return rows

@@ -38,7 +38,7 @@ BSDS300_ROOT = os.environ.get("DGMM_BSDS300", os.path.join(
 class Context:
     """What a benchmark needs: mode, thread counts, repeats, cached peaks and data sets."""
 
-    def __init__(self, mode, threads, repeats=None, seed=0, verbose=True):
+    def __init__(self, mode, threads, repeats=None, seed=0, verbose=True, cases=None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.mode = mode
@@ -52,12 +52,18 @@ class Context:
         self.warmup_big = 1 if mode == "full" else 0
         self.seed = seed
         self.verbose = verbose
+        self.cases = list(cases) if cases else None
         self._peak = {}
         self._cache = {}
 
     def pick(self, smoke, quick, full):
         """The value for the current mode."""
         return {"smoke": smoke, "quick": quick, "full": full}[self.mode]
+
+    def include(self, case):
+        """Whether to run a case: every case, or those whose label contains one of ``--case``'s
+        substrings. Benchmarks with long, independent cases opt in by asking before each."""
+        return self.cases is None or any(c in case for c in self.cases)
 
     def log(self, *args):
         if self.verbose:

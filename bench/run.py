@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """Run the dgmmcore bench suite, print a table and write JSON.
 
-    python bench/run.py [--smoke | --quick] [--out DIR] [--only NAME,...] [--threads 1,2]
+    python bench/run.py [--smoke | --quick] [--out DIR] [--only NAME,...] [--case TEXT,...]
+                        [--threads 1,2]
 
 Modes: ``--smoke`` tiny sizes, seconds (CI: proves every benchmark still runs); ``--quick`` a
 few minutes on 2 cores; default (full) is what the README tables come from (up to about an
-hour; BSDS300 patches for the end-to-end fits). The JSON goes to DIR/bench-<mode>.json
-(DIR/bench-<names>-<mode>.json with --only, so a partial run never replaces the whole suite's;
-default DIR: bench/results/) and holds the machine, thread counts, library versions,
-threadpoolctl info and every row (median of the repeats after a warm-up, raw times, CPU
-utilisation). ``python bench/report.py`` turns it into markdown tables and PNG plots.
+hour; BSDS300 patches for the end-to-end fits). ``--case`` keeps only the cases whose label
+contains one of the texts, in benchmarks with long independent cases (fit). The JSON goes to
+DIR/bench-<mode>.json (DIR/bench-<names>-<cases>-<mode>.json with --only or --case, so a
+partial run never replaces the whole suite's; default DIR: bench/results/) and holds the
+machine, thread counts, library versions, threadpoolctl info and every row (median of the
+repeats after a warm-up, raw times, CPU utilisation). ``python bench/report.py`` turns it into
+markdown tables and PNG plots.
 
 The package must be importable (installed, or PYTHONPATH pointing at a built checkout).
 Exit status 1 if any benchmark raised (its traceback is in the JSON and on stderr).
@@ -38,6 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="output folder (default bench/results)")
     p.add_argument("--only", default=None,
                    help="comma-separated subset of: " + ",".join(BENCHMARKS))
+    p.add_argument("--case", default=None,
+                   help="comma-separated label substrings: run only those cases of benchmarks "
+                        "that support it (fit: 'fit 100k', 'fit 1M', 'iteration')")
     p.add_argument("--threads", default=None,
                    help="thread counts to compare (default: 1 and the CPUs available, max 2 "
                         "distinct values, e.g. '1,2')")
@@ -65,9 +71,12 @@ def main(argv=None):
         print(f"unknown benchmark(s) {unknown}; choose from {BENCHMARKS}", file=sys.stderr)
         return 2
     thr = ([int(x) for x in args.threads.split(",")] if args.threads else default_threads())
-    ctx = Context(mode, thr, repeats=args.repeats, seed=args.seed, verbose=not args.quiet)
+    cases = [c.strip() for c in args.case.split(",") if c.strip()] if args.case else None
+    ctx = Context(mode, thr, repeats=args.repeats, seed=args.seed, verbose=not args.quiet,
+                  cases=cases)
     out_dir = args.out or os.path.join(HERE, "results")
-    stem = f"bench-{'-'.join(names)}-{mode}" if args.only else f"bench-{mode}"
+    parts = (names if args.only else []) + [c.replace(" ", "_") for c in cases or []]
+    stem = f"bench-{'-'.join(parts)}-{mode}" if parts else f"bench-{mode}"
     out_path = os.path.join(out_dir, f"{stem}.json")
 
     env = environment(ctx)

@@ -23,3 +23,20 @@ def test_bench_smoke(tmp_path):
     (result,) = tmp_path.glob("bench-smoke.json")
     data = json.loads(result.read_text())
     assert data["environment"] and data["benchmarks"] and not data["failed"]
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "bench", "run.py")),
+                    reason="needs the source tree")
+def test_bench_case_filter_runs_only_the_named_cases(tmp_path):
+    import dgmmcore
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dgmmcore.__file__)),
+               MPLBACKEND="Agg")
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run.py"), "--smoke",
+                          "--only", "fit", "--case", "iteration", "--out", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (result,) = tmp_path.glob("*.json")
+    assert result.name == "bench-fit-iteration-smoke.json"
+    rows = json.loads(result.read_text())["benchmarks"]["fit"]["rows"]
+    cases = {r["case"] for r in rows}
+    assert cases and all(c.startswith("iteration") for c in cases), cases
