@@ -6,8 +6,8 @@
 
 Modes: ``--smoke`` tiny sizes, seconds (CI: proves every benchmark still runs); ``--quick`` a
 few minutes on 2 cores; default (full) is what the README tables come from (up to about an
-hour; BSDS300 patches for the end-to-end fits). ``--case`` keeps only the cases whose label
-contains one of the texts, in benchmarks with long independent cases (fit). The JSON goes to
+hour; BSDS300 patches for the end-to-end fits). ``--only fit --case TEXT`` keeps only the
+cases whose label contains one of the texts (fit has long independent cases). The JSON goes to
 DIR/bench-<mode>.json (DIR/bench-<names>-<cases>-<mode>.json with --only or --case, so a
 partial run never replaces the whole suite's; default DIR: bench/results/) and holds the
 machine, thread counts, library versions, threadpoolctl info and every row (median of the
@@ -31,6 +31,7 @@ if HERE not in sys.path:
 from common import Context, environment, format_table, machine_info, write_json  # noqa: E402
 
 BENCHMARKS = ["peak", "scoring", "estep", "stats", "mstep", "fit", "scaling", "impute", "distributed"]
+CASE_BENCHMARKS = ["fit"]  # the benchmarks whose cases --case can pick
 
 
 def parse_args(argv=None):
@@ -42,8 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--only", default=None,
                    help="comma-separated subset of: " + ",".join(BENCHMARKS))
     p.add_argument("--case", default=None,
-                   help="comma-separated label substrings: run only those cases of benchmarks "
-                        "that support it (fit: 'fit 100k', 'fit 1M', 'iteration')")
+                   help="comma-separated label substrings: run only those cases (with --only "
+                        "fit: 'fit 100k', 'fit 1M', 'iteration')")
     p.add_argument("--threads", default=None,
                    help="thread counts to compare (default: 1 and the CPUs available, max 2 "
                         "distinct values, e.g. '1,2')")
@@ -69,6 +70,10 @@ def main(argv=None):
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; choose from {BENCHMARKS}", file=sys.stderr)
+        return 2
+    if args.case and not set(names) <= set(CASE_BENCHMARKS):
+        print(f"--case picks cases of {CASE_BENCHMARKS} only; add --only "
+              f"{','.join(CASE_BENCHMARKS)}", file=sys.stderr)
         return 2
     thr = ([int(x) for x in args.threads.split(",")] if args.threads else default_threads())
     cases = [c.strip() for c in args.case.split(",") if c.strip()] if args.case else None
@@ -117,6 +122,9 @@ def main(argv=None):
     results["environment"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results["environment"]["machine_end"] = {"loadavg": machine_info()["loadavg"]}
     results["failed"] = failed
+    if cases and not all_rows and not failed:
+        print(f"no case label contains any of {cases}", file=sys.stderr)
+        return 2
     write_json(out_path, results)
 
     print()

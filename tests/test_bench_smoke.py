@@ -40,3 +40,18 @@ def test_bench_case_filter_runs_only_the_named_cases(tmp_path):
     rows = json.loads(result.read_text())["benchmarks"]["fit"]["rows"]
     cases = {r["case"] for r in rows}
     assert cases and all(c.startswith("iteration") for c in cases), cases
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "bench", "run.py")),
+                    reason="needs the source tree")
+@pytest.mark.parametrize("args, message", [
+    (["--case", "iteration"], "add --only fit"),                 # a benchmark without cases
+    (["--only", "fit", "--case", "no such case"], "no case label contains"),
+])
+def test_bench_case_filter_refuses_what_it_cannot_pick(tmp_path, args, message):
+    import dgmmcore
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dgmmcore.__file__)))
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run.py"), "--smoke",
+                          "--out", str(tmp_path)] + args, capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]
