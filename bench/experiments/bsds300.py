@@ -8,6 +8,9 @@
     python bench/experiments/bsds300.py paired --files A.model.npz B.model.npz
                                                 (B - A per patch on the same validation and
                                                  test patches: a difference's standard error)
+    python bench/experiments/bsds300.py estep-gap --files NET.model.npz [--test N]
+                                                (the heuristic E-step against the exact best
+                                                 path on a trained network's training rows)
 
 Every trained model is checkpointed after each EM iteration under --work (default bench/out/),
 so a run that is stopped resumes where it was when the same command is given again. Results
@@ -283,6 +286,38 @@ def cmd_paired(args):
         "rows": merge_rows(old_rows, [row], key=lambda r: (r["A"], r["B"], r["test_patches"]))})
 
 
+def cmd_estep_gap(args):
+    """How far the heuristic E-step is from the exact best path at the end of training: the
+    paper's protocol warm-started from the paths in the network's checkpoint (the last
+    E-step's), against the full search, on the first --test training rows the network saw."""
+    from dgmmcore import _estep, load
+    if len(args.files) != 1 or not args.files[0].endswith(".model.npz"):
+        raise SystemExit("estep-gap needs --files NET.model.npz (its .ckpt.npz beside it)")
+    model = load(args.files[0])
+    model.n_threads = args.threads
+    with np.load(args.files[0][:-len(".model.npz")] + ".ckpt.npz", allow_pickle=False) as ck:
+        last = ck["checkpoint_paths"]
+    X = load_data(args, "train", len(last))[: args.test]
+    layers = model.weights_.shape
+    warm = np.stack(np.unravel_index(last[: len(X)], layers), axis=1)
+    table = model._path_table()
+    paths, heuristic, _ = _estep.heuristic_estep(table, X, warm, args.seed, model._threads(),
+                                                 model.warm_passes, model.n_restarts,
+                                                 model.restart_passes)
+    log_p, best, exact = _estep.exact_scores(table, X, model._threads())
+    row = {"model": model_name(args.files[0], args.work), "layers": list(layers),
+           "rows": len(X), "heuristic": float(heuristic.mean()), "exact": float(exact.mean()),
+           "rows_off_best": float(np.mean(_estep.ravel_paths(paths, layers) != best)),
+           "log_p": float(log_p.mean())}
+    print(f"{row['model']}: heuristic {row['heuristic']:.4f}, exact {row['exact']:.4f} nats "
+          f"(gap {row['exact'] - row['heuristic']:.4f}, {row['rows_off_best']:.2%} of rows off "
+          f"their best path); log p(x) over all paths {row['log_p']:.4f}", flush=True)
+    old_rows = read_json(f"{args.dataset}-estep-gap.json").get("rows", [])
+    write_json(f"{args.dataset}-estep-gap.json", {
+        "machine": machine(),
+        "rows": merge_rows(old_rows, [row], key=lambda r: (r["model"], r["rows"]))})
+
+
 def cmd_figure4(args):
     """Validation and test log-likelihood against the top layer's size for 1, 2 and 3 layers
     (the others 5 nodes); the best size per depth is the one with the best validation figure."""
@@ -403,7 +438,8 @@ def plot_figure2(full_search, by_passes, by_restarts, switch_rate, dataset):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("command", choices=["table1", "gaps", "figure4", "figure2", "paired"])
+    p.add_argument("command", choices=["table1", "gaps", "figure4", "figure2", "paired",
+                                          "estep-gap"])
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.add_argument("--dataset", choices=["bsds300", "lowres"], default="bsds300")
     p.add_argument("--train", type=int, default=1_000_000)
@@ -427,11 +463,11 @@ def main(argv=None):
                    help="table1: start each deep network from the trained GMM of its top "
                         "layer's size (DeepGMM.deepen) instead of k-means")
     p.add_argument("--files", nargs="+", default=[],
-                   help="paired: the two model files A and B")
+                   help="paired: the two model files A and B; estep-gap: one network")
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
     args = p.parse_args(argv)
     {"table1": cmd_table1, "gaps": cmd_gaps, "figure4": cmd_figure4,
-     "figure2": cmd_figure2, "paired": cmd_paired}[args.command](args)
+     "figure2": cmd_figure2, "paired": cmd_paired, "estep-gap": cmd_estep_gap}[args.command](args)
 
 
 if __name__ == "__main__":
