@@ -1,0 +1,58 @@
+"""bench/experiments/bsds300.py's diagnostic commands, on a tiny network, against brute force."""
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from dgmmcore import DeepGMM
+from dgmmcore.datasets import load_bsds300
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENTS = REPO / "bench" / "experiments"
+BSDS = REPO.parent / "shared" / "data" / "bsds300"
+pytestmark = [
+    pytest.mark.skipif(not (EXPERIMENTS / "bsds300.py").is_file(), reason="needs the source tree"),
+    pytest.mark.skipif(not (BSDS / "iids_train.txt").is_file(),
+                       reason="../shared/data/bsds300 not available"),
+]
+
+
+@pytest.fixture
+def bsds300_script(tmp_path, monkeypatch):
+    """The experiment module, writing its JSON under tmp_path instead of bench/results."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    module = importlib.import_module("bsds300")
+    monkeypatch.setattr(module, "RESULTS", str(tmp_path))
+    return module
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_estep_gap_matches_brute_force_over_the_paths(tmp_path, bsds300_script):
+    X = load_bsds300(BSDS, "train", n_patches=1500, random_state=0)
+    model = DeepGMM(layers=(3, 2, 2), max_iter=3, tol=0.0, random_state=0, n_threads=1)
+    model.fit(X, checkpoint=str(tmp_path / "net.ckpt.npz"))
+    model.save(str(tmp_path / "net.model.npz"))
+    n = 300
+    bsds300_script.main(["estep-gap", "--root", str(BSDS), "--files",
+                         str(tmp_path / "net.model.npz"), "--test", str(n), "--threads", "1",
+                         "--work", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "bsds300-estep-gap.json").read_text())["rows"]
+
+    weights, means, covs = model.to_gmm()
+    logp = np.stack([np.log(w) + multivariate_normal(mu, S).logpdf(X[:n])
+                     for w, mu, S in zip(weights, means, covs)], axis=1)
+    assert row["rows"] == n and row["model"] == "net.model.npz"
+    assert row["exact"] == pytest.approx(logp.max(axis=1).mean(), abs=1e-6)
+    assert row["log_p"] == pytest.approx(logsumexp(logp, axis=1).mean(), abs=1e-6)
+    assert row["heuristic"] <= row["exact"] + 1e-9
+    assert 0.0 <= row["rows_off_best"] <= 1.0
+
+
+def test_estep_gap_needs_one_network_with_its_checkpoint(tmp_path, bsds300_script):
+    with pytest.raises(SystemExit, match="ckpt.npz"):
+        bsds300_script.main(["estep-gap", "--files", str(tmp_path / "a.npz"),
+                             "--work", str(tmp_path)])
