@@ -8,6 +8,7 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
+import dgmmcore
 from dgmmcore import DeepGMM
 from dgmmcore.datasets import load_bsds300
 
@@ -56,3 +57,24 @@ def test_estep_gap_needs_one_network_with_its_checkpoint(tmp_path, bsds300_scrip
     with pytest.raises(SystemExit, match="ckpt.npz"):
         bsds300_script.main(["estep-gap", "--files", str(tmp_path / "a.npz"),
                              "--work", str(tmp_path)])
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_table1_rows_score_the_saved_models_and_name_their_machine(tmp_path, bsds300_script):
+    argv = ["table1", "--root", str(BSDS), "--train", "1200", "--test", "300", "--iters", "2",
+            "--models", "3", "3,2", "--grow", "--threads", "1", "--work", str(tmp_path)]
+    bsds300_script.main(argv)
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert [(r["layers"], r["init"]) for r in rows] == [([3], "kmeans"), ([3, 2], "grown")]
+
+    test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
+    for row, stem in zip(rows, ["bsds300-t1-3-n1200-s0", "bsds300-grown-3x2-n1200-s0"]):
+        weights, means, covs = dgmmcore.load(str(tmp_path / f"{stem}.model.npz")).to_gmm()
+        logp = np.stack([np.log(w) + multivariate_normal(mu, S).logpdf(test)
+                         for w, mu, S in zip(weights, means, covs)], axis=1)
+        assert row["test_loglik"] == pytest.approx(logsumexp(logp, axis=1).mean(), abs=1e-6)
+        assert row["machine"] == bsds300_script.machine()["cpu"]
+
+    # a second run reuses the saved models and replaces its rows instead of adding to them
+    bsds300_script.main(argv)
+    assert json.loads((tmp_path / "bsds300.json").read_text())["models"] == rows

@@ -209,7 +209,10 @@ def cmd_table1(args):
                      "soft_em_iterations": args.soft_iters, "reg_covar": model.reg_covar,
                      "train_dtype": train.dtype.name, "reseeding": RESEEDING,
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
-                     "fit_seconds": seconds, "fit_threads": model.n_threads})  # None: every CPU
+                     "fit_seconds": seconds, "fit_threads": model.n_threads,  # None: every CPU
+                     # rows from many sessions share the file; the top-level machine is the
+                     # last writer's, this one is where fit_seconds was measured
+                     "machine": machine()["cpu"]})
         print(f"   test {ll:.3f} +- {se:.3f} nats (validation {vll:.3f}), {seconds:.0f} s",
               flush=True)
         old_rows = read_json(f"{args.dataset}.json").get("models", [])
