@@ -49,7 +49,7 @@ class EMRun:
             self.executor.set_paths(None)  # a fresh run must not warm-start from another
             self.A, self.b, self.weights, self.Q, self.c = initialize(
                 self.executor.sample_rows(self.rng, MAX_INIT_ROWS), self.layers, self.rng,
-                m.reg_covar)
+                m.reg_covar, at=m.init_layer)
             self.layer_weights = None
             if m.path_prior == "factorized":
                 self.layer_weights = [np.full(n, 1.0 / n) for n in self.layers]

