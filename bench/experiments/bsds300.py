@@ -37,6 +37,18 @@ DEFAULT_REG_COVAR = 1e-6  # DeepGMM's default; other values get their own file n
 # plain copy at the prior floor, for empty nodes only
 RESEEDING = "split"
 
+
+def init_label(layers, grow):
+    """How a Table 1 network started: "grown" from the GMM, or "kmeans" with the clusters in
+    the last layer, or "kmeans-layerJ" with them in layer J. Until session 10 a fresh fit put
+    the clusters in the last layer whatever its size (rows labelled "kmeans"); now they go in
+    the widest layer."""
+    from dgmmcore._init import cluster_layer
+    if grow:
+        return "grown"
+    at = cluster_layer(layers)
+    return "kmeans" if at == len(layers) - 1 else f"kmeans-layer{at + 1}"
+
 # Table 1 of the paper: average test log-likelihood (nats) on 63-dim BSDS300 patches.
 PUBLISHED = {"RNADE 1hl": 143.2, "RNADE 6hl": 155.2, "EoRNADE 6hl": 157.0, "GMM": 153.7,
              "STM": 155.3, "Deep GMM 3 layers": 156.2}
@@ -68,10 +80,14 @@ def load_train(args, n):
     return X.astype(np.float32) if getattr(args, "float32", False) else X
 
 
-def model_tag(args, layers, n_train):
+def model_tag(args, layers, n_train, grown=False):
     """File stem of a trained network: Table 1, Figure 4 and Figure 2 share a network trained
     with the same layers on the same training set (the "t1" in the name is historical)."""
-    tag = f"{args.dataset}-t1-{'x'.join(map(str, layers))}-n{n_train}-s{args.seed}"
+    kind = "grown" if grown else "t1"
+    tag = f"{args.dataset}-{kind}-{'x'.join(map(str, layers))}-n{n_train}-s{args.seed}"
+    start = init_label(layers, grown)
+    if start not in ("kmeans", "grown"):  # not the start networks trained before session 10 had
+        tag = f"{tag}-{start}"
     reg = getattr(args, "reg_covar", DEFAULT_REG_COVAR)
     if reg != DEFAULT_REG_COVAR:
         tag = f"{tag}-reg{reg:g}"
@@ -160,9 +176,7 @@ def parse_layers(text):
 def table1_tag(args, layers, n_train, soft=True):
     """File stem of a Table 1 network as trained with this run's --grow and (if ``soft``)
     --soft-iters."""
-    tag = model_tag(args, layers, n_train)
-    if args.grow and len(layers) > 1:
-        tag = tag.replace("-t1-", "-grown-")
+    tag = model_tag(args, layers, n_train, grown=args.grow and len(layers) > 1)
     return f"{tag}-soft{args.soft_iters}" if soft and args.soft_iters else tag
 
 
@@ -204,7 +218,7 @@ def cmd_table1(args):
         vll, vse = evaluate(model, valid)
         rows.append({"layers": list(layers), "paths": int(np.prod(layers)),
                      "parameters": int(model.n_parameters()), "train_patches": len(train),
-                     "test_patches": len(test), "init": "grown" if grow else "kmeans",
+                     "test_patches": len(test), "init": init_label(layers, grow),
                      "em_iterations": hard_iters,  # hard EM (both fits when grown)
                      "soft_em_iterations": args.soft_iters, "reg_covar": model.reg_covar,
                      "train_dtype": train.dtype.name, "reseeding": RESEEDING,
