@@ -16,7 +16,8 @@ compiled code of its own, so the bench suite can show what the Cython/OpenMP cor
   same whitening of the quadratic form that dgmmcore uses (so both need similar iteration
   counts); statistics are pushed through each refitted layer in parameter space;
 - joint path prior ``N_p / N`` floored at 0.1% of uniform; empty nodes re-seeded from their
-  layer's busiest node; k-means initialisation of layer k, near-identity layers above.
+  layer's busiest node; k-means initialisation of the widest layer (the last of the widest),
+  near-identity layers elsewhere (those on its x side fixing the data mean).
 
 Nodes are optimised one after another; numpy's BLAS may use several threads (the bench fixes
 the count with threadpoolctl). Usage mirrors the package:
@@ -353,18 +354,25 @@ def initial_params(X, layers, rng, reg_covar, spread=0.1, max_rows=50_000):
     sub = X if n <= max_rows else X[np.sort(rng.choice(n, max_rows, replace=False))]
     sub = np.asarray(sub, dtype=np.float64)
     gcov = np.cov(sub.T) + reg_covar * np.eye(D)
-    labels = _kmeans(sub, layers[-1], rng)
-    A_last, b_last = [], []
-    for i in range(layers[-1]):
+    at = max(j for j, N in enumerate(layers) if N == max(layers))
+    labels = _kmeans(sub, layers[at], rng)
+    A_k, b_k = [], []
+    for i in range(layers[at]):
         pts = sub[labels == i]
         cov = (np.cov(pts.T) + max(reg_covar, 1e-6 * np.trace(gcov) / D) * np.eye(D)
                if len(pts) > D else gcov)
-        A_last.append(np.linalg.cholesky(cov))
-        b_last.append(pts.mean(0) if len(pts) else sub.mean(0))
-    A = [np.eye(D) + spread / np.sqrt(D) * rng.standard_normal((N, D, D)) for N in layers[:-1]]
-    b = [spread * rng.standard_normal((N, D)) for N in layers[:-1]]
-    A.append(np.array(A_last))
-    b.append(np.array(b_last))
+        A_k.append(np.linalg.cholesky(cov))
+        b_k.append(pts.mean(0) if len(pts) else sub.mean(0))
+    mean = sub.mean(0)
+    A, b = [], []
+    for j, N in enumerate(layers):
+        if j == at:
+            A.append(np.array(A_k))
+            b.append(np.array(b_k))
+            continue
+        Aj = np.eye(D) + spread / np.sqrt(D) * rng.standard_normal((N, D, D))
+        A.append(Aj)
+        b.append(spread * rng.standard_normal((N, D)) if j < at else mean - Aj @ mean)
     return A, b
 
 
