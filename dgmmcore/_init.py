@@ -78,13 +78,12 @@ def initialize(sub, layers, rng, reg_covar, at=None, spread=0.1):
         if j == at:
             A.append(A_k)
             b.append(b_k)
-        elif j < at:  # acts on z-space points: an offset of order spread is small there
-            A.append(np.eye(D) + spread / np.sqrt(D) * rng.standard_normal((N, D, D)))
-            b.append(spread * rng.standard_normal((N, D)))
-        else:  # acts on data-space points: fix the data's mean, whatever the data's scale
+        else:
             Aj = np.eye(D) + spread / np.sqrt(D) * rng.standard_normal((N, D, D))
             A.append(Aj)
-            b.append(mean - Aj @ mean)
+            # before the clusters a layer acts on z-space points, where an offset of order
+            # spread is small; after them on data points: fix the data's mean, at any scale
+            b.append(spread * rng.standard_normal((N, D)) if j < at else mean - Aj @ mean)
     weights = np.full(tuple(layers), 1.0 / np.prod(layers))
     Q, c = invert_nodes(A, b)
     return A, b, weights, Q, c

@@ -49,6 +49,7 @@ def init_label(layers, grow):
     at = cluster_layer(layers)
     return "kmeans" if at == len(layers) - 1 else f"kmeans-layer{at + 1}"
 
+
 # Table 1 of the paper: average test log-likelihood (nats) on 63-dim BSDS300 patches.
 PUBLISHED = {"RNADE 1hl": 143.2, "RNADE 6hl": 155.2, "EoRNADE 6hl": 157.0, "GMM": 153.7,
              "STM": 155.3, "Deep GMM 3 layers": 156.2}
