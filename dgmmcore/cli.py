@@ -86,6 +86,9 @@ def cmd_fit(args):
     print(f"data: {what}: {train.shape[0]} train rows, {test.shape[0]} held-out, "
           f"{train.shape[1]} dims", flush=True)
     resume = False
+    if args.init_layer is not None and (args.resume or args.grow_from):
+        raise ValueError("--init-layer chooses how a fresh fit starts; a --resume or "
+                         "--grow-from run starts from its model instead")
     if args.resume:
         model = load(args.resume)
         # a checkpoint continues its run exactly; a plain model file warm-starts a new one
@@ -101,7 +104,8 @@ def cmd_fit(args):
         print(f"growing {args.grow_from} into {model.layers}")
     else:
         model = DeepGMM(layers=args.layers, estep=args.estep, max_iter=args.iters,
-                        random_state=args.seed, n_threads=args.threads, verbose=1)
+                        init_layer=args.init_layer, random_state=args.seed,
+                        n_threads=args.threads, verbose=1)
     if args.reg_covar is not None and args.reg_covar != model.reg_covar:
         if resume:
             raise ValueError(f"--reg-covar {args.reg_covar}: the checkpoint {args.resume} "
@@ -287,6 +291,9 @@ def build_parser():
                    help="added to every path's covariance diagonal (absolute; default 1e-6, "
                         "or the model's own with --resume/--grow-from). On patches scaled "
                         "to [0, 1) 1e-8 suits a GMM better (README, BSDS300)")
+    f.add_argument("--init-layer", type=int, default=None, metavar="J",
+                   help="the layer (0-based, -1 next to x) that starts as the k-means "
+                        "clusters; default the widest")
     f.add_argument("--float32", action="store_true",
                    help="train on float32 copies of the rows: the E-step scores in float32 "
                         "(its kernel ~1.8x faster); statistics and parameters stay float64")

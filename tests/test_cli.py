@@ -157,6 +157,23 @@ def test_fit_reg_covar_reaches_the_model(tmp_path, capsys):
     assert "reg_covar" in capsys.readouterr().err
 
 
+def test_fit_init_layer_reaches_the_model(tmp_path, capsys):
+    X, npy = two_clusters_npy(tmp_path, 4)
+    data = ["fit", "--data", npy, "--seed", "0", "--threads", "1", "--layers", "3,2",
+            "--iters", "2"]
+    assert main(data + ["--init-layer", "-1", "--out", str(tmp_path / "i.npz")]) == 0
+    got = load(tmp_path / "i.npz")
+    assert got.init_layer == -1
+    last, widest = (fit_like_the_command(X, layers=(3, 2), init_layer=j) for j in (-1, None))
+    for g, w in zip(got.transforms_, last.transforms_):
+        np.testing.assert_array_equal(g, w)
+    assert any(not np.array_equal(g, w) for g, w in zip(got.transforms_, widest.transforms_))
+    assert main(data + ["--init-layer", "2"]) == 2
+    assert "init_layer=2 is not a layer" in capsys.readouterr().err
+    assert main(data + ["--init-layer", "0", "--resume", str(tmp_path / "i.npz")]) == 2
+    assert "fresh fit" in capsys.readouterr().err
+
+
 def test_fit_float32_trains_on_float32_rows(tmp_path):
     X, npy = two_clusters_npy(tmp_path, 3)
     assert main(["fit", "--data", npy, "--seed", "0", "--threads", "1", "--layers", "3,2",
