@@ -19,6 +19,16 @@ def two_clusters_npy(tmp_path, seed):
     return X, str(tmp_path / "x.npy")
 
 
+def fit_args(npy, *extra):
+    """`dgmm fit --data npy` with the seed and thread count that fit_like_the_command uses."""
+    return ["fit", "--data", npy, "--seed", "0", "--threads", "1", *extra]
+
+
+def assert_same_transforms(got, want):
+    for g, w in zip(got.transforms_, want.transforms_):
+        np.testing.assert_array_equal(g, w)
+
+
 def fit_like_the_command(X, model=None, dtype=np.float64, **kwargs):
     """The fit `dgmm fit --data X --seed 0 --threads 1 --iters 2` makes, done in Python on the
     command's training rows: ``model`` (e.g. a grown one) or a new DeepGMM(**kwargs)."""
@@ -119,7 +129,7 @@ def test_denoise_and_inpaint_commands(tmp_path, capsys):
 
 def test_fit_grows_a_fitted_gmm(tmp_path, capsys):
     X, npy = two_clusters_npy(tmp_path, 1)
-    data = ["fit", "--data", npy, "--seed", "0", "--threads", "1"]
+    data = fit_args(npy)
     gmm_path, deep_path = tmp_path / "gmm.npz", tmp_path / "deep.npz"
     assert main(data + ["--layers", "3", "--iters", "3", "--out", str(gmm_path)]) == 0
     assert main(data + ["--layers", "3,2", "--iters", "2", "--grow-from", str(gmm_path),
@@ -128,23 +138,18 @@ def test_fit_grows_a_fitted_gmm(tmp_path, capsys):
     gmm, deep = load(gmm_path), load(deep_path)
     assert deep.layers == (3, 2) and deep.n_iter_ == 2
     # the same growth in Python, on the command's training rows, makes the same model
-    expect = fit_like_the_command(X, gmm.deepen((2,), random_state=0))
-    for got, want in zip(deep.transforms_, expect.transforms_):
-        np.testing.assert_array_equal(got, want)
+    assert_same_transforms(deep, fit_like_the_command(X, gmm.deepen((2,), random_state=0)))
     assert main(data + ["--layers", "4,2", "--grow-from", str(gmm_path)]) == 2
     assert "must add layers" in capsys.readouterr().err
 
 
 def test_fit_reg_covar_reaches_the_model(tmp_path, capsys):
     X, npy = two_clusters_npy(tmp_path, 2)
-    data = ["fit", "--data", npy, "--seed", "0", "--threads", "1", "--layers", "3,2",
-            "--iters", "2"]
+    data = fit_args(npy, "--layers", "3,2", "--iters", "2")
     assert main(data + ["--reg-covar", "0.05", "--out", str(tmp_path / "r.npz")]) == 0
     got = load(tmp_path / "r.npz")
     assert got.reg_covar == 0.05
-    expect = fit_like_the_command(X, layers=(3, 2), reg_covar=0.05)
-    for g, w in zip(got.transforms_, expect.transforms_):
-        np.testing.assert_array_equal(g, w)
+    assert_same_transforms(got, fit_like_the_command(X, layers=(3, 2), reg_covar=0.05))
     # a checkpoint keeps its own; a warm start takes the new value; bad values are reported
     ck = tmp_path / "ck.npz"
     assert main(data + ["--checkpoint", str(ck), "--out", str(tmp_path / "a.npz")]) == 0
@@ -159,14 +164,12 @@ def test_fit_reg_covar_reaches_the_model(tmp_path, capsys):
 
 def test_fit_init_layer_reaches_the_model(tmp_path, capsys):
     X, npy = two_clusters_npy(tmp_path, 4)
-    data = ["fit", "--data", npy, "--seed", "0", "--threads", "1", "--layers", "3,2",
-            "--iters", "2"]
+    data = fit_args(npy, "--layers", "3,2", "--iters", "2")
     assert main(data + ["--init-layer", "-1", "--out", str(tmp_path / "i.npz")]) == 0
     got = load(tmp_path / "i.npz")
     assert got.init_layer == -1
     last, widest = (fit_like_the_command(X, layers=(3, 2), init_layer=j) for j in (-1, None))
-    for g, w in zip(got.transforms_, last.transforms_):
-        np.testing.assert_array_equal(g, w)
+    assert_same_transforms(got, last)
     assert any(not np.array_equal(g, w) for g, w in zip(got.transforms_, widest.transforms_))
     assert main(data + ["--init-layer", "2"]) == 2
     assert "init_layer=2 is not a layer" in capsys.readouterr().err
@@ -176,8 +179,8 @@ def test_fit_init_layer_reaches_the_model(tmp_path, capsys):
 
 def test_fit_float32_trains_on_float32_rows(tmp_path):
     X, npy = two_clusters_npy(tmp_path, 3)
-    assert main(["fit", "--data", npy, "--seed", "0", "--threads", "1", "--layers", "3,2",
-                 "--iters", "2", "--float32", "--out", str(tmp_path / "f.npz")]) == 0
+    assert main(fit_args(npy, "--layers", "3,2", "--iters", "2", "--float32",
+                         "--out", str(tmp_path / "f.npz"))) == 0
     got = load(tmp_path / "f.npz")
     fits = {dtype: fit_like_the_command(X, layers=(3, 2), dtype=dtype)
             for dtype in (np.float32, np.float64)}
