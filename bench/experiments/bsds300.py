@@ -192,6 +192,34 @@ def fit_grown(layers, X, args):
     return model, gmm_seconds + seconds, tag, gmm.n_iter_ + model.n_iter_
 
 
+def fit_continued(layers, X, args):
+    """The network trained with this run's options on --continue-from patches, continued by
+    --iters more EM iterations on this run's --train patches (a fresh, larger draw): what more
+    patches per image buy once the network has converged on fewer. Returns (model, seconds
+    of all fits, its tag, EM iterations of all fits)."""
+    from dgmmcore import load
+    from dgmmcore._persistence import read_model_file
+    base_tag = table1_tag(args, layers, args.continue_from, soft=False)
+    base_path = os.path.join(args.work, f"{base_tag}.model.npz")
+    if not os.path.exists(base_path):
+        raise SystemExit(f"{base_path} not found: train it first with --train "
+                         f"{args.continue_from} and the same options")
+    base = load(base_path)
+    base_seconds = read_model_file(base_path)[0].get("fit_seconds") or 0.0
+    base_iters = base.n_iter_
+    if args.grow and len(layers) > 1:  # the grown network's file holds the deep fit only
+        gmm_path = os.path.join(args.work, f"{model_tag(args, layers[:1], args.continue_from)}"
+                                           ".model.npz")
+        if os.path.exists(gmm_path):
+            gmm = load(gmm_path)
+            base_iters += gmm.n_iter_
+            base_seconds += read_model_file(gmm_path)[0].get("fit_seconds") or 0.0
+    base.warm_start = True
+    tag = f"{table1_tag(args, layers, len(X), soft=False)}-from{args.continue_from}"
+    model, seconds = fit_or_resume(layers, X, args, tag, start=base)
+    return model, base_seconds + seconds, tag, base_iters + model.n_iter_
+
+
 def cmd_table1(args):
     train = load_train(args, args.train)
     valid = load_data(args, "validation", min(args.test, 50_000))
@@ -202,7 +230,9 @@ def cmd_table1(args):
         grow = args.grow and len(layers) > 1
         print(f"== {layers} on {len(train)} patches{' (grown from the GMM)' if grow else ''}",
               flush=True)
-        if grow:
+        if args.continue_from:
+            model, seconds, tag, hard_iters = fit_continued(layers, train, args)
+        elif grow:
             model, seconds, tag, hard_iters = fit_grown(layers, train, args)
         else:
             tag = model_tag(args, layers, len(train))
@@ -212,7 +242,7 @@ def cmd_table1(args):
             # soft EM continued from the hard-EM network
             model.estep, model.warm_start = "soft", True
             model, soft_seconds = fit_or_resume(layers, train, args,
-                                                table1_tag(args, layers, len(train)),
+                                                f"{tag}-soft{args.soft_iters}",
                                                 start=model, iters=args.soft_iters)
             seconds += soft_seconds
         ll, se = evaluate(model, test)
@@ -223,6 +253,8 @@ def cmd_table1(args):
                      "em_iterations": hard_iters,  # hard EM (both fits when grown)
                      "soft_em_iterations": args.soft_iters, "reg_covar": model.reg_covar,
                      "train_dtype": train.dtype.name, "reseeding": RESEEDING,
+                     # trained first on this many patches, then on train_patches
+                     "continued_from_patches": args.continue_from or None,
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
                      "fit_seconds": seconds, "fit_threads": model.n_threads,  # None: every CPU
                      # rows from many sessions share the file; the top-level machine is the
@@ -234,7 +266,7 @@ def cmd_table1(args):
         key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"],  # noqa: E731
                          r.get("init", "kmeans"), r.get("soft_em_iterations", 0),
                          r.get("reg_covar", DEFAULT_REG_COVAR), r.get("train_dtype", "float64"),
-                         r.get("reseeding", "copy"))
+                         r.get("reseeding", "copy"), r.get("continued_from_patches"))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
@@ -255,6 +287,8 @@ def cmd_gaps(args):
     for spec in args.models:
         layers = parse_layers(spec)
         tag = table1_tag(args, layers, args.train)
+        if args.continue_from:
+            tag = f"{table1_tag(args, layers, args.train, soft=False)}-from{args.continue_from}"
         path = os.path.join(args.work, f"{tag}.model.npz")
         if not os.path.exists(path):
             raise SystemExit(f"{path} not found: train it first with the same table1 options")
@@ -480,6 +514,9 @@ def main(argv=None):
     p.add_argument("--grow", action="store_true",
                    help="table1: start each deep network from the trained GMM of its top "
                         "layer's size (DeepGMM.deepen) instead of k-means")
+    p.add_argument("--continue-from", type=int, default=0, metavar="N",
+                   help="table1: continue the network trained with the same options on N "
+                        "patches for --iters EM iterations on the --train patches")
     p.add_argument("--files", nargs="+", default=[],
                    help="paired: the two model files A and B; estep-gap: one network")
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
