@@ -81,29 +81,33 @@ def test_table1_rows_score_the_saved_models_and_name_their_machine(tmp_path, bsd
 
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")
-def test_table1_continue_from_refits_the_smaller_run_on_more_patches(tmp_path, bsds300_script):
+def test_table1_continue_from_refits_the_smaller_runs_on_more_patches(tmp_path, bsds300_script):
     common = ["--root", str(BSDS), "--test", "300", "--iters", "2", "--models", "3,2", "--grow",
               "--threads", "1", "--work", str(tmp_path)]
     with pytest.raises(SystemExit, match="train it first"):
         bsds300_script.main(["table1", "--train", "2400", "--continue-from", "1200", *common])
     bsds300_script.main(["table1", "--train", "1200", *common])
     bsds300_script.main(["table1", "--train", "2400", "--continue-from", "1200", *common])
+    bsds300_script.main(["table1", "--train", "3000", "--continue-from", "1200,2400", *common])
 
-    # the same continuation through the public API: the 1200-patch network, warm-started
-    base = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0.model.npz"))
-    base.warm_start, base.max_iter, base.n_threads = True, 2, 1
-    base.fit(load_bsds300(BSDS, "train", n_patches=2400, random_state=0))
-    continued = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n2400-s0-from1200.model.npz"))
-    for a, b in zip(continued.transforms_, base.transforms_):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(continued.weights_, base.weights_)
+    # the same chain through the public API: the 1200-patch network, warm-started on a draw
+    # of 2400 patches, then on a draw of 3000
+    model = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0.model.npz"))
+    model.warm_start, model.max_iter, model.n_threads = True, 2, 1
+    for n, stem in ((2400, "n2400-s0-from1200"), (3000, "n3000-s0-from1200-2400")):
+        model.fit(load_bsds300(BSDS, "train", n_patches=n, random_state=0))
+        saved = dgmmcore.load(str(tmp_path / f"bsds300-grown-3x2-{stem}.model.npz"))
+        for a, b in zip(saved.transforms_, model.transforms_):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(saved.weights_, model.weights_)
 
     rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
-    row = next(r for r in rows if r["continued_from_patches"] == 1200)
-    gmm = dgmmcore.load(str(tmp_path / "bsds300-t1-3-n1200-s0.model.npz"))
-    first = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0.model.npz"))
-    assert row["train_patches"] == 2400
-    assert row["em_iterations"] == gmm.n_iter_ + first.n_iter_ + continued.n_iter_
+    # each continuation has its own row: none replaces the 1200-patch one
+    assert [(r["train_patches"], r["continued_from_patches"]) for r in rows] == [
+        (1200, None), (2400, [1200]), (3000, [1200, 2400])]
+    fits = ["t1-3-n1200-s0", "grown-3x2-n1200-s0", "grown-3x2-n2400-s0-from1200",
+            "grown-3x2-n3000-s0-from1200-2400"]
+    assert rows[2]["em_iterations"] == sum(
+        dgmmcore.load(str(tmp_path / f"bsds300-{f}.model.npz")).n_iter_ for f in fits)
     test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
-    assert row["test_loglik"] == pytest.approx(continued.score(test), abs=1e-9)
-    assert len(rows) == 2  # the continued row does not replace the 1200-patch one
+    assert rows[2]["test_loglik"] == pytest.approx(model.score(test), abs=1e-9)

@@ -170,7 +170,8 @@ def read_json(name):
         return json.load(f)
 
 
-def parse_layers(text):
+def parse_ints(text):
+    """"100,5,5" -> (100, 5, 5): layer sizes, patch counts."""
     return tuple(int(t) for t in text.split(","))
 
 
@@ -192,32 +193,51 @@ def fit_grown(layers, X, args):
     return model, gmm_seconds + seconds, tag, gmm.n_iter_ + model.n_iter_
 
 
-def fit_continued(layers, X, args):
-    """The network trained with this run's options on --continue-from patches, continued by
-    --iters more EM iterations on this run's --train patches (a fresh, larger draw): what more
-    patches per image buy once the network has converged on fewer. Returns (model, seconds
-    of all fits, its tag, EM iterations of all fits)."""
+def continued_tag(args, layers, n_train, chain):
+    """File stem of a network trained on chain[0] patches (with this run's options), then
+    continued on chain[1], ... and finally on n_train patches."""
+    tag = table1_tag(args, layers, n_train, soft=False)
+    return f"{tag}-from{'-'.join(map(str, chain))}" if chain else tag
+
+
+def trained_totals(args, layers, n_train, chain):
+    """(EM iterations, fit seconds) of every fit behind the network continued_tag names,
+    read from the model files: the GMM it was grown from, the first fit, each continuation."""
     from dgmmcore import load
     from dgmmcore._persistence import read_model_file
-    base_tag = table1_tag(args, layers, args.continue_from, soft=False)
-    base_path = os.path.join(args.work, f"{base_tag}.model.npz")
-    if not os.path.exists(base_path):
-        raise SystemExit(f"{base_path} not found: train it first with --train "
-                         f"{args.continue_from} and the same options")
-    base = load(base_path)
-    base_seconds = read_model_file(base_path)[0].get("fit_seconds") or 0.0
-    base_iters = base.n_iter_
+    paths = [continued_tag(args, layers, n, chain[:i]) for i, n in enumerate([*chain, n_train])]
     if args.grow and len(layers) > 1:  # the grown network's file holds the deep fit only
-        gmm_path = os.path.join(args.work, f"{model_tag(args, layers[:1], args.continue_from)}"
-                                           ".model.npz")
-        if os.path.exists(gmm_path):
-            gmm = load(gmm_path)
-            base_iters += gmm.n_iter_
-            base_seconds += read_model_file(gmm_path)[0].get("fit_seconds") or 0.0
+        paths.insert(0, model_tag(args, layers[:1], chain[0] if chain else n_train))
+    iters, seconds = 0, 0.0
+    for stem in paths:
+        path = os.path.join(args.work, f"{stem}.model.npz")
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} not found: train it first with the same options")
+        iters += load(path).n_iter_
+        seconds += read_model_file(path)[0].get("fit_seconds") or 0.0
+    return iters, seconds
+
+
+def fit_continued(layers, X, args):
+    """The network trained with this run's options on --continue-from N1[,N2...] patches
+    (first N1, then continued on N2, ...), continued by --iters more EM iterations on this
+    run's --train patches (a fresh, larger draw): what more patches per image buy once the
+    network has converged on fewer. Returns (model, seconds of all fits, its tag, EM
+    iterations of all fits)."""
+    from dgmmcore import load
+    chain = args.continue_from
+    base_path = os.path.join(args.work, continued_tag(args, layers, chain[-1], chain[:-1])
+                             + ".model.npz")
+    if not os.path.exists(base_path):
+        raise SystemExit(f"{base_path} not found: train it first with --train {chain[-1]}"
+                         f"{' --continue-from ' + ','.join(map(str, chain[:-1])) if chain[:-1] else ''}"
+                         " and the same options")
+    base = load(base_path)
     base.warm_start = True
-    tag = f"{table1_tag(args, layers, len(X), soft=False)}-from{args.continue_from}"
-    model, seconds = fit_or_resume(layers, X, args, tag, start=base)
-    return model, base_seconds + seconds, tag, base_iters + model.n_iter_
+    tag = continued_tag(args, layers, len(X), chain)
+    model, _ = fit_or_resume(layers, X, args, tag, start=base)
+    iters, seconds = trained_totals(args, layers, len(X), chain)
+    return model, seconds, tag, iters
 
 
 def cmd_table1(args):
@@ -226,7 +246,7 @@ def cmd_table1(args):
     test = load_data(args, "test", args.test)
     rows = []
     for spec in args.models:
-        layers = parse_layers(spec)
+        layers = parse_ints(spec)
         grow = args.grow and len(layers) > 1
         print(f"== {layers} on {len(train)} patches{' (grown from the GMM)' if grow else ''}",
               flush=True)
@@ -254,7 +274,7 @@ def cmd_table1(args):
                      "soft_em_iterations": args.soft_iters, "reg_covar": model.reg_covar,
                      "train_dtype": train.dtype.name, "reseeding": RESEEDING,
                      # trained first on this many patches, then on train_patches
-                     "continued_from_patches": args.continue_from or None,
+                     "continued_from_patches": list(args.continue_from) or None,  # [N1, N2, ...]
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
                      "fit_seconds": seconds, "fit_threads": model.n_threads,  # None: every CPU
                      # rows from many sessions share the file; the top-level machine is the
@@ -266,7 +286,8 @@ def cmd_table1(args):
         key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"],  # noqa: E731
                          r.get("init", "kmeans"), r.get("soft_em_iterations", 0),
                          r.get("reg_covar", DEFAULT_REG_COVAR), r.get("train_dtype", "float64"),
-                         r.get("reseeding", "copy"), r.get("continued_from_patches"))
+                         r.get("reseeding", "copy"),
+                         tuple(r.get("continued_from_patches") or ()))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
@@ -285,10 +306,10 @@ def cmd_gaps(args):
             "test_images": load_data(args, "test", args.test)}
     rows = []
     for spec in args.models:
-        layers = parse_layers(spec)
+        layers = parse_ints(spec)
         tag = table1_tag(args, layers, args.train)
         if args.continue_from:
-            tag = f"{table1_tag(args, layers, args.train, soft=False)}-from{args.continue_from}"
+            tag = continued_tag(args, layers, args.train, args.continue_from)
         path = os.path.join(args.work, f"{tag}.model.npz")
         if not os.path.exists(path):
             raise SystemExit(f"{path} not found: train it first with the same table1 options")
@@ -437,7 +458,7 @@ def cmd_figure2(args):
     passes and by restarts, and the switch rate over EM iterations of a heuristic fit."""
     from dgmmcore import _estep
     train = load_train(args, args.train)
-    layers = parse_layers(args.models[0])
+    layers = parse_ints(args.models[0])
     tag = model_tag(args, layers, len(train))
     model, _ = fit_or_resume(layers, train, args, tag)
     X = train[: args.test]
@@ -514,9 +535,10 @@ def main(argv=None):
     p.add_argument("--grow", action="store_true",
                    help="table1: start each deep network from the trained GMM of its top "
                         "layer's size (DeepGMM.deepen) instead of k-means")
-    p.add_argument("--continue-from", type=int, default=0, metavar="N",
-                   help="table1: continue the network trained with the same options on N "
-                        "patches for --iters EM iterations on the --train patches")
+    p.add_argument("--continue-from", type=parse_ints, default=(), metavar="N1[,N2...]",
+                   help="table1/gaps: continue the network trained with the same options on N1 "
+                        "patches (then continued on N2, ...) for --iters EM iterations on the "
+                        "--train patches")
     p.add_argument("--files", nargs="+", default=[],
                    help="paired: the two model files A and B; estep-gap: one network")
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
