@@ -58,7 +58,11 @@ class DeepGMM:
         near-identity layers after it (on BSDS300 0.9 held-out nats better than putting the
         clusters in the 5-node last layer; README). Data whose clusters sit on the x side of a
         network may prefer -1.
-    warm_start : continue from the current parameters on the next ``fit``.
+    warm_start : continue from the current parameters on the next ``fit``. The rows' paths
+        from the last fit warm-start the heuristic E-step when X has as many rows; otherwise
+        (new data, or a network from ``deepen``/``from_params``) the first E-step is the exact
+        search when that costs at most 25 random restarts (P <= 25 * restart_passes *
+        sum(layers), e.g. (400, 5, 5)), random restarts otherwise.
     random_state : int, numpy Generator or None.
     n_threads : OpenMP threads for the kernels; None means every CPU available.
     verbose : 0 silent, 1 one line per iteration, 2 adds the M-step details.

@@ -158,6 +158,42 @@ def test_warm_start_continues():
     assert m.history_[0]["objective"] < first + 0.05
 
 
+def test_warm_start_on_new_rows_begins_with_their_exact_best_paths():
+    from scipy.stats import multivariate_normal
+    true = known_model((4, 3, 2), D=3, seed=4, bias=2.0)
+    X, _ = true.sample(3000, random_state=0)
+    # brute force over the 24 paths with scipy: each row's best log pi_p + log N(x | p)
+    weights, means, covs = true.to_gmm()
+    best = np.max([np.log(w) + multivariate_normal(mu, S).logpdf(X)
+                   for w, mu, S in zip(weights, means, covs)], axis=0)
+    model = DeepGMM.from_params(true.transforms_, true.biases_, true.weights_, warm_start=True,
+                                max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X)
+    assert model.history_[0]["objective"] == pytest.approx(best.mean(), abs=1e-9)
+    # what it replaces: the heuristic from random starts misses the best path on many rows
+    _, random_start, _ = _estep.heuristic_estep(true._path_table(), X, None, 0, 1)
+    assert random_start.mean() < best.mean() - 0.01
+
+
+def test_exact_first_estep_only_where_it_pays():
+    from dgmmcore._em import exact_start_pays
+    assert exact_start_pays((400, 5, 5), 2)      # 10,000 paths against 820 per restart
+    assert not exact_start_pays((50, 10, 10, 10), 2)  # 50,000 against 160
+    X, _ = known_model((3, 2), D=3).sample(500, random_state=0)
+    net = (2,) * 11  # 2,048 paths against 44 per restart: random restarts
+    model = DeepGMM(net, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X)
+        _, _, exact = _estep.exact_scores(model._path_table(), X, 1)
+        model.warm_start = True
+        model._train_paths = None  # as if X were new rows
+        model.fit(X)
+    assert model.history_[0]["objective"] < exact.mean() - 0.01
+
+
 def test_empty_nodes_are_reseeded_and_parameters_stay_finite():
     # two tight clusters and far more nodes than they need
     rng = np.random.default_rng(0)
