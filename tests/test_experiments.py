@@ -111,3 +111,23 @@ def test_table1_continue_from_refits_the_smaller_runs_on_more_patches(tmp_path, 
         dgmmcore.load(str(tmp_path / f"bsds300-{f}.model.npz")).n_iter_ for f in fits)
     test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
     assert rows[2]["test_loglik"] == pytest.approx(model.score(test), abs=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_warm_start_compares_random_and_exact_first_esteps(tmp_path, bsds300_script):
+    bsds300_script.main(["table1", "--root", str(BSDS), "--train", "1200", "--test", "300",
+                         "--iters", "2", "--models", "4,2", "--threads", "1",
+                         "--work", str(tmp_path)])
+    net = tmp_path / "bsds300-t1-4x2-n1200-s0-kmeans-layer1.model.npz"
+    bsds300_script.main(["warm-start", "--root", str(BSDS), "--files", str(net), "--train",
+                         "800", "--test", "300", "--iters", "1", "--threads", "1",
+                         "--work", str(tmp_path)])
+    row = json.loads((tmp_path / "bsds300-warm-start.json").read_text())["rows"][0]
+    # the exact start's first objective: each fresh row's best path, by brute force with scipy
+    X = load_bsds300(BSDS, "train", n_patches=800, random_state=2)
+    weights, means, covs = dgmmcore.load(str(net)).to_gmm()
+    best = np.max([np.log(w) + multivariate_normal(mu, S).logpdf(X)
+                   for w, mu, S in zip(weights, means, covs)], axis=0)
+    assert row["exact_objective"][0] == pytest.approx(best.mean(), abs=1e-9)
+    assert row["random_objective"][0] <= best.mean() + 1e-9
+    assert len(row["random_objective"]) == len(row["exact_objective"]) == 2

@@ -11,6 +11,9 @@
     python bench/experiments/bsds300.py estep-gap --files NET.model.npz [--test N]
                                                 (the heuristic E-step against the exact best
                                                  path on a trained network's training rows)
+    python bench/experiments/bsds300.py warm-start --files NET.model.npz [--train N --iters K]
+                                                (a trained network continued on fresh patches
+                                                 from random restarts and from exact paths)
 
 Every trained model is checkpointed after each EM iteration under --work (default bench/out/),
 so a run that is stopped resumes where it was when the same command is given again. Results
@@ -391,6 +394,38 @@ def cmd_estep_gap(args):
         "rows": merge_rows(old_rows, [row], key=lambda r: (r["model"], r["rows"]))})
 
 
+def cmd_warm_start(args):
+    """A trained network continued on a fresh draw of --train patches for --iters EM
+    iterations, its first E-step from random restarts (as before session 11) or exact (the
+    default since): the objective per iteration and the validation figure at the end."""
+    from unittest import mock
+
+    from dgmmcore import _em, load
+    if len(args.files) != 1:
+        raise SystemExit("warm-start needs --files NET.model.npz")
+    args_fresh = argparse.Namespace(**{**vars(args), "seed": args.seed + 2})
+    X = load_train(args_fresh, args.train)
+    valid = load_data(args, "validation", min(args.test, 50_000))
+    row = {"model": model_name(args.files[0], args.work), "train_patches": len(X),
+           "em_iterations": args.iters}
+    for start, budget in (("random", 0), ("exact", _em.EXACT_START_RESTARTS)):
+        model = load(args.files[0])
+        model.warm_start, model.max_iter, model.n_threads = True, args.iters, args.threads
+        model.random_state = args.seed
+        with mock.patch.object(_em, "EXACT_START_RESTARTS", budget), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X)
+        row[f"{start}_objective"] = [r["objective"] for r in model.history_]
+        row[f"{start}_valid_loglik"], _ = evaluate(model, valid)
+        print(f"{start} start: objective " + " ".join(f"{o:.3f}" for o in row[f"{start}_objective"])
+              + f"; validation {row[f'{start}_valid_loglik']:.3f}", flush=True)
+    old_rows = read_json(f"{args.dataset}-warm-start.json").get("rows", [])
+    write_json(f"{args.dataset}-warm-start.json", {
+        "machine": machine(),
+        "rows": merge_rows(old_rows, [row], key=lambda r: (r["model"], r["train_patches"],
+                                                          r["em_iterations"]))})
+
+
 def cmd_figure4(args):
     """Validation and test log-likelihood against the top layer's size for 1, 2 and 3 layers
     (the others 5 nodes); the best size per depth is the one with the best validation figure."""
@@ -512,7 +547,7 @@ def plot_figure2(full_search, by_passes, by_restarts, switch_rate, dataset):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("command", choices=["table1", "gaps", "figure4", "figure2", "paired",
-                                          "estep-gap"])
+                                          "estep-gap", "warm-start"])
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.add_argument("--dataset", choices=["bsds300", "lowres"], default="bsds300")
     p.add_argument("--train", type=int, default=1_000_000)
@@ -540,11 +575,12 @@ def main(argv=None):
                         "patches (then continued on N2, ...) for --iters EM iterations on the "
                         "--train patches")
     p.add_argument("--files", nargs="+", default=[],
-                   help="paired: the two model files A and B; estep-gap: one network")
+                   help="paired: the two model files A and B; estep-gap, warm-start: one network")
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
     args = p.parse_args(argv)
     {"table1": cmd_table1, "gaps": cmd_gaps, "figure4": cmd_figure4,
-     "figure2": cmd_figure2, "paired": cmd_paired, "estep-gap": cmd_estep_gap}[args.command](args)
+     "figure2": cmd_figure2, "paired": cmd_paired, "estep-gap": cmd_estep_gap,
+     "warm-start": cmd_warm_start}[args.command](args)
 
 
 if __name__ == "__main__":
