@@ -232,9 +232,9 @@ def fit_continued(layers, X, args):
     base_path = os.path.join(args.work, continued_tag(args, layers, chain[-1], chain[:-1])
                              + ".model.npz")
     if not os.path.exists(base_path):
+        earlier = f" --continue-from {','.join(map(str, chain[:-1]))}" if chain[:-1] else ""
         raise SystemExit(f"{base_path} not found: train it first with --train {chain[-1]}"
-                         f"{' --continue-from ' + ','.join(map(str, chain[:-1])) if chain[:-1] else ''}"
-                         " and the same options")
+                         f"{earlier} and the same options")
     base = load(base_path)
     base.warm_start = True
     tag = continued_tag(args, layers, len(X), chain)
