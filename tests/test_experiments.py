@@ -131,3 +131,22 @@ def test_warm_start_compares_random_and_exact_first_esteps(tmp_path, bsds300_scr
     assert row["exact_objective"][0] == pytest.approx(best.mean(), abs=1e-9)
     assert row["random_objective"][0] <= best.mean() + 1e-9
     assert len(row["random_objective"]) == len(row["exact_objective"]) == 2
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_table1_with_more_iters_extends_a_finished_run(tmp_path, bsds300_script):
+    def run(work, iters):
+        bsds300_script.main(["table1", "--root", str(BSDS), "--train", "1200", "--test", "300",
+                             "--iters", str(iters), "--models", "3,2", "--threads", "1",
+                             "--work", str(work)])
+        stem = "bsds300-t1-3x2-n1200-s0-kmeans-layer1.model.npz"
+        return dgmmcore.load(str(work / stem))
+
+    run(tmp_path / "a", 2)
+    extended = run(tmp_path / "a", 4)  # resumes the 2-iteration run's last checkpoint
+    direct = run(tmp_path / "b", 4)
+    assert extended.n_iter_ == direct.n_iter_ == 4
+    for a, b in zip(extended.transforms_ + extended.biases_, direct.transforms_ + direct.biases_):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="max_iter=4, not 3"):
+        run(tmp_path / "a", 3)

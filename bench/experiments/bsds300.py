@@ -111,10 +111,12 @@ def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None, iters=Non
     if os.path.exists(done):
         model = load(done)
         model.fit_seconds_ = read_model_file(done)[0].get("fit_seconds")
-        if model.max_iter != iters:
+        if model.max_iter == iters:
+            return model, model.fit_seconds_
+        # more iterations than the finished run had: go on from its last checkpoint
+        if model.max_iter > iters or model.converged_ or not os.path.exists(ckpt):
             raise ValueError(f"{done} was trained for max_iter={model.max_iter}, not "
                              f"{iters}: move it away or pass --work elsewhere")
-        return model, model.fit_seconds_
     t0 = time.perf_counter()
     spent = 0.0
     with warnings.catch_warnings():
@@ -125,6 +127,7 @@ def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None, iters=Non
             spent = sum(r.get("estep_seconds", 0) + r.get("mstep_seconds", 0)
                         for r in model.history_)
             print(f"[{tag}] resuming at iteration {model.n_iter_}", flush=True)
+            model.max_iter = iters  # a finished run extended to more iterations
             model.fit(X, checkpoint=ckpt, resume=True)
         elif start is not None:
             model = start
