@@ -72,7 +72,7 @@ def initialize(sub, layers, rng, reg_covar, at=None, spread=0.1):
         else:
             cov = global_cov
         A_k[i] = np.linalg.cholesky(cov)
-        b_k[i] = pts.mean(0) if len(pts) else sub.mean(0)
+        b_k[i] = pts.mean(0) if len(pts) else mean
     A, b = [], []
     for j, N in enumerate(layers):
         if j == at:
