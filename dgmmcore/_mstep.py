@@ -248,7 +248,6 @@ def reseed_starved_nodes(Q, c, node_counts, min_count, rng, jitter=0.05):
     a point back (seen on grown BSDS300 networks: a fifth of the top layer stayed empty)."""
     starved = np.flatnonzero(node_counts < min_count)
     mass = np.array(node_counts, dtype=np.float64)
-    D = Q.shape[1]
     pairs = []
     for i in starved:
         src = int(np.argmax(mass))
@@ -256,10 +255,18 @@ def reseed_starved_nodes(Q, c, node_counts, min_count, rng, jitter=0.05):
             break
         mass[src] /= 2
         mass[i] = mass[src]
-        Q[i] = (np.eye(D) + jitter / np.sqrt(D) * rng.standard_normal((D, D))) @ Q[src]
-        c[i] = c[src] + jitter * rng.standard_normal(D)
+        Q[i], c[i] = perturbed_copy(Q[src], c[src], rng, jitter)
         pairs.append((int(i), src))
     return pairs
+
+
+def perturbed_copy(Q, c, rng, jitter):
+    """A node near the inverse map (Q, c): ((I + jitter G / sqrt(D)) Q, c + jitter g), G and
+    g standard normal. Close enough to share its source's points at first, different enough
+    for EM to pull the two apart."""
+    D = Q.shape[0]
+    return ((np.eye(D) + jitter / np.sqrt(D) * rng.standard_normal((D, D))) @ Q,
+            c + jitter * rng.standard_normal(D))
 
 
 def split_prior_counts(counts, layers, splits):

@@ -4,10 +4,11 @@ import warnings
 
 import numpy as np
 
-from . import _distributed, _em, _estep, _impute
+from . import _distributed, _em, _estep, _impute, _mstep
 from ._data import RowSource
 from ._executor import LocalExecutor
-from ._network import PathTable, n_paths, unravel_paths
+from ._network import (PathTable, forward_nodes, invert_nodes, n_paths, ravel_paths,
+                       unravel_paths)
 from ._threads import effective_n_threads, limited_blas
 from ._validation import (check_choice, check_data, check_float, check_int, check_layers,
                           check_n_threads, check_params, check_random_state)
@@ -141,6 +142,63 @@ class DeepGMM:
         hyper.update(layers=tuple(a.shape[0] for a in A), warm_start=True)
         model = type(self)(**hyper)
         model._set_params(A, b, joint, layer_weights)
+        return model
+
+    def widen(self, layers, *, jitter=0.05, random_state=None):
+        """A new model with ``layers`` nodes per layer (as many layers, none narrower), set to
+        continue training from this one: ``widen((600, 5, 5)).fit(X)`` gives a trained
+        (400, 5, 5) network 200 more top nodes. Hyperparameters are copied, with warm_start on.
+
+        Each added node of a layer is a split of the node of that layer with the most prior
+        mass left after the splits before it: a perturbed copy of its inverse map
+        (``jitter``, as the M-step re-seeds starved nodes) that takes half of its paths'
+        prior mass, so with jitter=0 the density is exactly this model's. The rows' paths
+        from the last fit (or from the checkpoint this model was loaded from) carry over, so
+        a fit on the same rows starts from them and the heuristic E-step moves rows onto the
+        new nodes; there is no need for a first exact search.
+
+        The copy's bias moves by about jitter * sqrt(D) and its map by jitter: on 63-dim
+        patches the default parts copy and source within a few iterations, but in a few
+        dimensions they can stay together until EM stops (3 dims: jitter 1 parts them).
+        """
+        self._check_fitted()
+        new = check_layers(layers)
+        old = tuple(self.weights_.shape)
+        if len(new) != len(old) or any(n < o for n, o in zip(new, old)):
+            raise ValueError(f"widen: layers must have the network's {len(old)} layers, each "
+                             f"at least as wide as now {old}; got {new}")
+        jitter = check_float(jitter, "jitter", minimum=0.0)
+        rng = check_random_state(random_state)
+        Q, c = invert_nodes(self.transforms_, self.biases_)
+        joint = np.zeros(new)
+        joint[tuple(slice(0, o) for o in old)] = self.weights_
+        layer_weights = None if self.layer_weights_ is None else [
+            np.concatenate([w, np.zeros(n - len(w))]) for w, n in zip(self.layer_weights_, new)]
+        splits = []
+        for j, (n_old, n_new) in enumerate(zip(old, new)):
+            Q[j] = np.concatenate([Q[j], np.empty((n_new - n_old,) + Q[j].shape[1:])])
+            c[j] = np.concatenate([c[j], np.empty((n_new - n_old,) + c[j].shape[1:])])
+            mass = joint.sum(axis=tuple(a for a in range(len(new)) if a != j))
+            for i in range(n_old, n_new):
+                src = int(np.argmax(mass))
+                mass[src] /= 2
+                mass[i] = mass[src]
+                Q[j][i], c[j][i] = _mstep.perturbed_copy(Q[j][src], c[j][src], rng, jitter)
+                splits.append((j, i, src))
+                if layer_weights is not None:
+                    layer_weights[j][src] /= 2
+                    layer_weights[j][i] = layer_weights[j][src]
+        joint = _mstep.split_prior_counts(joint, new, splits).reshape(new)
+        A, b = forward_nodes(Q, c)
+        hyper = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+        hyper.update(layers=new, warm_start=True)
+        model = type(self)(**hyper)
+        model._set_params(A, b, joint, layer_weights)
+        paths = getattr(self, "_train_paths", None)
+        if paths is None and getattr(self, "_resume_state", None) is not None:
+            paths = self._resume_state["paths"]
+        if paths is not None:
+            model._train_paths = ravel_paths(unravel_paths(paths, old), new)
         return model
 
     def _set_params(self, transforms, biases, weights, layer_weights=None):

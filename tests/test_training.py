@@ -391,6 +391,82 @@ def test_deepen_factorized_prior_and_bad_arguments():
         DeepGMM((3,)).deepen((2,))
 
 
+@pytest.mark.parametrize("prior", ["joint", "factorized"])
+def test_widen_splits_the_heaviest_nodes_keeping_the_density_and_the_paths(prior):
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+    from _reference import path_gaussians
+    X, _ = known_model((3, 2), D=3, seed=4).sample(2000, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = DeepGMM((3, 2), path_prior=prior, max_iter=10, random_state=0,
+                    reg_covar=1e-5).fit(X)
+    w = m.widen((5, 3), jitter=0.0)
+    assert w.layers == (5, 3) and w.warm_start and w.reg_covar == 1e-5
+    assert w.path_prior == prior and np.isclose(w.weights_.sum(), 1.0)
+    # each added node copies the node of its layer with the most prior mass left
+    for j, old in enumerate(m.layers):
+        mass = m.weights_.sum(axis=1 - j).copy()
+        for i in range(old, w.layers[j]):
+            src = int(np.argmax(mass))
+            mass[src] /= 2
+            np.testing.assert_allclose(w.transforms_[j][i], m.transforms_[j][src], atol=1e-12)
+            np.testing.assert_allclose(w.biases_[j][i], m.biases_[j][src], atol=1e-12)
+    # at jitter 0 the wider network is the same density (scipy over all 15 paths)
+    ws, means, covs = path_gaussians(w.transforms_, w.biases_, w.weights_)
+    ref = logsumexp([np.log(p) + multivariate_normal(mu, C).logpdf(X[:50])
+                     for p, mu, C in zip(ws, means, covs)], axis=0)
+    np.testing.assert_allclose(ref, m.score_samples(X[:50]), rtol=1e-10)
+    np.testing.assert_allclose(w.score_samples(X[:50]), ref, rtol=1e-10)
+    # the rows keep their paths, renumbered for the wider prior array
+    from dgmmcore._network import unravel_paths
+    np.testing.assert_array_equal(unravel_paths(w._train_paths, (5, 3)),
+                                  unravel_paths(m._train_paths, (3, 2)))
+
+
+def test_widen_starts_from_the_carried_paths_and_fits_more_clusters():
+    # 4 clusters fitted with 2 components, then widened to 4 and continued
+    rng = np.random.default_rng(0)
+    centers = 6.0 * np.eye(4)[:, :3]
+    X = np.concatenate([rng.normal(size=(500, 3)) + c for c in centers])
+    Xt = np.concatenate([rng.normal(size=(500, 3)) + c for c in centers])
+    from scipy.stats import multivariate_normal
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm = DeepGMM(2, max_iter=30, random_state=0, n_threads=1).fit(X)
+        same = gmm.widen(3, jitter=0.0)
+        best = np.max([np.log(p) + multivariate_normal(b, A @ A.T).logpdf(X) for p, A, b
+                       in zip(same.weights_, same.transforms_[0], same.biases_[0])], axis=0)
+        same.max_iter = 1
+        same.fit(X)
+        # in 3 dims the default jitter's copies barely differ (hard EM stops with them
+        # still together); a larger one splits them
+        wide = gmm.widen(4, jitter=1.0, random_state=0)
+        wide.max_iter = 30
+        wide.fit(X)
+    # the first E-step starts from the GMM's paths (a switch rate needs previous paths) and
+    # finds every row's best component of the wider mixture (scipy)
+    first = same.history_[0]
+    assert np.isfinite(first["switch_rate"]) and first["switch_rate"] < 0.05
+    np.testing.assert_allclose(first["objective"], best.mean(), rtol=1e-9)
+    assert wide.score(Xt) > gmm.score(Xt) + 0.3
+
+
+def test_widen_bad_arguments():
+    X, _ = known_model((3, 2), D=3).sample(500, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = DeepGMM((3, 2), max_iter=3, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="at least as wide"):
+        m.widen((2, 2))
+    with pytest.raises(ValueError, match="2 layers"):
+        m.widen((3, 2, 2))
+    with pytest.raises(ValueError, match="jitter"):
+        m.widen((4, 2), jitter=-0.1)
+    with pytest.raises(Exception, match="fit"):
+        DeepGMM((3,)).widen((4,))
+
+
 @pytest.mark.parametrize("estep", ["heuristic", "full"])
 def test_float32_fit_follows_the_float64_fit(estep):
     # float32 data are scored in float32 (the statistics stay float64): on a well-separated
