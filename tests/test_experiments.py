@@ -114,6 +114,39 @@ def test_table1_continue_from_refits_the_smaller_runs_on_more_patches(tmp_path, 
 
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_table1_widen_from_continues_the_narrower_network_on_its_patches(tmp_path,
+                                                                          bsds300_script):
+    common = ["--root", str(BSDS), "--train", "1200", "--test", "300", "--iters", "2",
+              "--grow", "--threads", "1", "--work", str(tmp_path)]
+    with pytest.raises(SystemExit, match="train it first"):
+        bsds300_script.main(["table1", "--models", "4,2", "--widen-from", "3,2", *common])
+    with pytest.raises(SystemExit, match="cannot be widened"):
+        bsds300_script.main(["table1", "--models", "2,2", "--widen-from", "3,2", *common])
+    bsds300_script.main(["table1", "--models", "3,2", *common])
+    bsds300_script.main(["table1", "--models", "4,2", "--widen-from", "3,2", *common])
+
+    # the same through the public API: the (3, 2) network's last checkpoint (its parameters
+    # and its rows' paths) widened and continued on the same patches
+    X = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
+    model = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0.ckpt.npz"))
+    model = model.widen((4, 2), random_state=0)
+    model.max_iter, model.n_threads = 2, 1
+    model.fit(X)
+    assert np.isfinite(model.history_[0]["switch_rate"])  # started from the carried paths
+    saved = dgmmcore.load(str(tmp_path / "bsds300-grown-4x2-n1200-s0-widened3x2.model.npz"))
+    for a, b in zip(saved.transforms_, model.transforms_):
+        np.testing.assert_array_equal(a, b)
+
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert [(r["layers"], r["widened_from"]) for r in rows] == [([3, 2], None), ([4, 2], [3, 2])]
+    fits = ["t1-3-n1200-s0", "grown-3x2-n1200-s0", "grown-4x2-n1200-s0-widened3x2"]
+    assert rows[1]["em_iterations"] == sum(
+        dgmmcore.load(str(tmp_path / f"bsds300-{f}.model.npz")).n_iter_ for f in fits)
+    test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
+    assert rows[1]["test_loglik"] == pytest.approx(model.score(test), abs=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_warm_start_compares_random_and_exact_first_esteps(tmp_path, bsds300_script):
     bsds300_script.main(["table1", "--root", str(BSDS), "--train", "1200", "--test", "300",
                          "--iters", "2", "--models", "4,2", "--threads", "1",

@@ -246,6 +246,35 @@ def fit_continued(layers, X, args):
     return model, seconds, tag, iters
 
 
+def widened_tag(args, layers, n_train):
+    """File stem of the --widen-from network, widened to ``layers`` and continued on n_train
+    patches."""
+    base = continued_tag(args, layers, n_train, args.continue_from)
+    return f"{base}-widened{'x'.join(map(str, args.widen_from))}"
+
+
+def fit_widened(layers, X, args):
+    """The network this run's options name with --widen-from's layers (trained on these --train
+    patches, after --continue-from's), widened by ``DeepGMM.widen`` to ``layers`` and trained
+    --iters more EM iterations on the same patches, starting from its rows' last paths.
+    Returns (model, seconds of all fits, its tag, EM iterations of all fits)."""
+    from dgmmcore import load
+    base_layers = args.widen_from
+    if len(base_layers) != len(layers) or any(b > n for b, n in zip(base_layers, layers)):
+        raise SystemExit(f"--widen-from {base_layers} cannot be widened to {layers}")
+    base_tag = continued_tag(args, base_layers, len(X), args.continue_from)
+    # the checkpoint holds the parameters of the finished model and its rows' paths
+    base_path = os.path.join(args.work, f"{base_tag}.ckpt.npz")
+    if not os.path.exists(base_path):
+        raise SystemExit(f"{base_path} not found: train it first with --models "
+                         f"{','.join(map(str, base_layers))} and the same options")
+    start = load(base_path).widen(layers, random_state=args.seed)
+    tag = widened_tag(args, layers, len(X))
+    model, seconds = fit_or_resume(layers, X, args, tag, start=start)
+    iters, base_seconds = trained_totals(args, base_layers, len(X), args.continue_from)
+    return model, base_seconds + seconds, tag, iters + model.n_iter_
+
+
 def cmd_table1(args):
     train = load_train(args, args.train)
     valid = load_data(args, "validation", min(args.test, 50_000))
@@ -256,7 +285,9 @@ def cmd_table1(args):
         grow = args.grow and len(layers) > 1
         print(f"== {layers} on {len(train)} patches{' (grown from the GMM)' if grow else ''}",
               flush=True)
-        if args.continue_from:
+        if args.widen_from:
+            model, seconds, tag, hard_iters = fit_widened(layers, train, args)
+        elif args.continue_from:
             model, seconds, tag, hard_iters = fit_continued(layers, train, args)
         elif grow:
             model, seconds, tag, hard_iters = fit_grown(layers, train, args)
@@ -281,6 +312,8 @@ def cmd_table1(args):
                      "train_dtype": train.dtype.name, "reseeding": RESEEDING,
                      # trained first on this many patches, then on train_patches
                      "continued_from_patches": list(args.continue_from) or None,  # [N1, N2, ...]
+                     # a network of these layers, trained as this row says, then widened
+                     "widened_from": list(args.widen_from) or None,
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
                      "fit_seconds": seconds, "fit_threads": model.n_threads,  # None: every CPU
                      # rows from many sessions share the file; the top-level machine is the
@@ -293,7 +326,8 @@ def cmd_table1(args):
                          r.get("init", "kmeans"), r.get("soft_em_iterations", 0),
                          r.get("reg_covar", DEFAULT_REG_COVAR), r.get("train_dtype", "float64"),
                          r.get("reseeding", "copy"),
-                         tuple(r.get("continued_from_patches") or ()))
+                         tuple(r.get("continued_from_patches") or ()),
+                         tuple(r.get("widened_from") or ()))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
@@ -316,6 +350,8 @@ def cmd_gaps(args):
         tag = table1_tag(args, layers, args.train)
         if args.continue_from:
             tag = continued_tag(args, layers, args.train, args.continue_from)
+        if args.widen_from:
+            tag = widened_tag(args, layers, args.train)
         path = os.path.join(args.work, f"{tag}.model.npz")
         if not os.path.exists(path):
             raise SystemExit(f"{path} not found: train it first with the same table1 options")
@@ -577,6 +613,10 @@ def main(argv=None):
                    help="table1/gaps: continue the network trained with the same options on N1 "
                         "patches (then continued on N2, ...) for --iters EM iterations on the "
                         "--train patches")
+    p.add_argument("--widen-from", type=parse_ints, default=(), metavar="N1,N2,...",
+                   help="table1/gaps: widen the network of these layers, trained with the same "
+                        "options on the same --train patches, to --models (DeepGMM.widen) and "
+                        "continue it there for --iters EM iterations")
     p.add_argument("--files", nargs="+", default=[],
                    help="paired: the two model files A and B; estep-gap, warm-start: one network")
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
