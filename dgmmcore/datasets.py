@@ -19,12 +19,14 @@ Loaders
 - :func:`load_bsds300` / :func:`load_bsds300_lowres` -- the BSDS300 benchmark,
   read from a copy the user downloaded (it cannot be redistributed).
 - :func:`load_patches_from_images` -- any folder of images, or arrays.
+- :func:`symmetric_patches` -- patches mirrored or turned, to augment a training set.
 
 Only numpy is needed to import this module. Pillow is imported when image
 files are actually read; install it with ``pip install dgmmcore[images]``.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from pathlib import Path
@@ -45,6 +47,7 @@ __all__ = [
     "load_patches_from_images",
     "lowres_patches",
     "preprocess",
+    "symmetric_patches",
 ]
 
 #: Default number of patches per BSDS300 split (the sizes used in the literature).
@@ -216,6 +219,54 @@ def preprocess(patches, dequantize=True, scale=256.0, remove_mean=True, drop_las
 # ---------------------------------------------------------------------------
 # Low-resolution crops (the paper's "tiny images" experiment)
 # ---------------------------------------------------------------------------
+
+# Each symmetry of the square as a map of an (n, s, s) stack of patches.
+_SYMMETRIES = {
+    "lr": lambda P: P[:, :, ::-1],            # mirrored left-right
+    "ud": lambda P: P[:, ::-1, :],            # mirrored top-bottom
+    "rot90": lambda P: np.rot90(P, 1, axes=(1, 2)),
+    "rot180": lambda P: P[:, ::-1, ::-1],
+    "rot270": lambda P: np.rot90(P, 3, axes=(1, 2)),
+    "transpose": lambda P: P.transpose(0, 2, 1),
+}
+
+
+def symmetric_patches(X, kind):
+    """The same patches seen through a symmetry of the square: a cheap way to augment the
+    training set of a patch model. On BSDS300 (GMM-100, 200,000 patches) adding the
+    left-right mirror images bought 90% of what as many fresh patches did on held-out
+    images (README).
+
+    Parameters
+    ----------
+    X : array_like, shape (n, s*s) or (n, s*s - 1)
+        Square patches, row-major: whole patches, or rows by the standard protocol (patch
+        mean removed, last pixel dropped), whose dropped pixel is restored as minus the sum
+        of the others before the patch is turned and dropped again.
+    kind : {'lr', 'ud', 'rot90', 'rot180', 'rot270', 'transpose'}
+
+    Returns
+    -------
+    ndarray of X's shape and floating dtype.
+    """
+    if kind not in _SYMMETRIES:
+        raise ValueError(f"kind must be one of {sorted(_SYMMETRIES)}, got {kind!r}")
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array (n, d); got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float64)
+    d = X.shape[1]
+    side = math.isqrt(d + 1)
+    dropped = side * side == d + 1 and d > 0
+    if not dropped:
+        side = math.isqrt(d)
+        if side * side != d or d == 0:
+            raise ValueError(f"X must hold square patches: s*s or s*s - 1 columns, got {d}")
+    full = np.concatenate([X, -X.sum(axis=1, keepdims=True)], axis=1) if dropped else X
+    turned = _SYMMETRIES[kind](full.reshape(-1, side, side)).reshape(len(X), side * side)
+    return np.ascontiguousarray(turned[:, :d])
+
 
 def _integral_image(image):
     """Summed-area table with a zero first row and column, shape (h + 1, w + 1)."""

@@ -19,6 +19,7 @@ from dgmmcore.datasets import (
     load_patches_from_images,
     lowres_patches,
     preprocess,
+    symmetric_patches,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -384,3 +385,32 @@ def test_single_gaussian_scores_about_97_nats():
     score = gauss.logpdf(test).mean()
     print(f"single Gaussian: {score:.2f} nats")
     assert 93 < score < 101
+
+
+@pytest.mark.parametrize("kind", ["lr", "ud", "rot90", "rot180", "rot270", "transpose"])
+def test_symmetric_patches_equal_the_protocol_applied_to_turned_raw_patches(kind):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, size=(40, 6, 6))
+    turn = {"lr": lambda P: P[:, :, ::-1], "ud": lambda P: P[:, ::-1],
+            "rot90": lambda P: np.stack([np.rot90(p) for p in P]),
+            "rot180": lambda P: np.stack([np.rot90(p, 2) for p in P]),
+            "rot270": lambda P: np.stack([np.rot90(p, -1) for p in P]),
+            "transpose": lambda P: np.stack([p.T for p in P])}[kind]
+    X = preprocess(raw.reshape(40, 36), dequantize=False)  # 35 columns
+    expected = preprocess(turn(raw).reshape(40, 36), dequantize=False)
+    np.testing.assert_allclose(symmetric_patches(X, kind), expected, atol=1e-14)
+    # whole patches (nothing dropped) are turned as they are
+    full = preprocess(raw.reshape(40, 36), dequantize=False, drop_last=False)
+    np.testing.assert_array_equal(symmetric_patches(full, kind), turn(full.reshape(40, 6, 6))
+                                  .reshape(40, 36))
+    assert symmetric_patches(X.astype(np.float32), kind).dtype == np.float32
+
+
+def test_symmetric_patches_bad_input():
+    X = np.zeros((3, 63))
+    with pytest.raises(ValueError, match="kind"):
+        symmetric_patches(X, "diagonal")
+    with pytest.raises(ValueError, match="square patches"):
+        symmetric_patches(np.zeros((3, 10)), "lr")
+    with pytest.raises(ValueError, match="2-D"):
+        symmetric_patches(np.zeros(63), "lr")

@@ -183,3 +183,26 @@ def test_table1_with_more_iters_extends_a_finished_run(tmp_path, bsds300_script)
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="max_iter=4, not 3"):
         run(tmp_path / "a", 3)
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_augment_trains_on_mirrored_and_real_sets_and_pairs_them(tmp_path, bsds300_script):
+    bsds300_script.main(["augment", "--root", str(BSDS), "--train", "300", "--test", "200",
+                         "--iters", "2", "--models", "2", "--threads", "1",
+                         "--work", str(tmp_path)])
+    out = json.loads((tmp_path / "bsds300-augment.json").read_text())
+    rows = {r["training_set"]: r for r in out["rows"]}
+    assert {k: r["train_rows"] for k, r in rows.items()} == {
+        "real n": 300, "real 2n": 600, "real 4n": 1200, "n + lr": 600,
+        "n + lr, ud, rot180": 1200}
+    assert rows["n + lr"]["distinct_patches"] == 300
+    # the mirrored set's row: the same fit through the public API, paired against real 2n
+    X = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
+    valid = load_bsds300(BSDS, "validation", n_patches=200, random_state=0)
+    fits = {}
+    for name, train in (("n + lr", np.concatenate([X[:300], dgmmcore.datasets.symmetric_patches(
+            X[:300], "lr")])), ("real 2n", X[:600])):
+        fits[name] = DeepGMM(2, max_iter=2, random_state=0, n_threads=1).fit(train)
+    diff = fits["n + lr"].score_samples(valid) - fits["real 2n"].score_samples(valid)
+    assert rows["n + lr"]["valid_minus_real"] == pytest.approx(diff.mean(), abs=1e-9)
+    assert rows["n + lr"]["valid_loglik"] == pytest.approx(fits["n + lr"].score(valid), abs=1e-9)

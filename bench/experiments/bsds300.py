@@ -14,6 +14,9 @@
     python bench/experiments/bsds300.py warm-start --files NET.model.npz [--train N --iters K]
                                                 (a trained network continued on fresh patches
                                                  from random restarts and from exact paths)
+    python bench/experiments/bsds300.py augment --models 100 --train 200000
+                                                (mirrored and turned training patches against
+                                                 as many fresh ones)
 
 Every trained model is checkpointed after each EM iteration under --work (default bench/out/),
 so a run that is stopped resumes where it was when the same command is given again. Results
@@ -465,6 +468,60 @@ def cmd_warm_start(args):
                                                           r["em_iterations"]))})
 
 
+def augmented_sets(X, n):
+    """Training sets for cmd_augment from a draw X of 4n patches: n, 2n and 4n real patches,
+    and the first n with their mirror images (2n rows) or with three symmetries (4n rows)."""
+    from dgmmcore.datasets import symmetric_patches
+    base = X[:n]
+    return {"real n": base, "real 2n": X[:2 * n], "real 4n": X[:4 * n],
+            "n + lr": np.concatenate([base, symmetric_patches(base, "lr")]),
+            "n + lr, ud, rot180": np.concatenate(
+                [base] + [symmetric_patches(base, k) for k in ("lr", "ud", "rot180")])}
+
+
+def cmd_augment(args):
+    """What symmetries of the training patches are worth against as many fresh patches: each
+    --models network trained on n = --train patches, on 2n and 4n, and on the n patches with
+    their mirror images (2n rows) or three symmetries (4n rows); validation and test
+    figures, and each augmented set paired against the real set of its size."""
+    from dgmmcore import DeepGMM
+    X = load_train(args, 4 * args.train)
+    valid = load_data(args, "validation", min(args.test, 50_000))
+    test = load_data(args, "test", args.test)
+    same_size = {"n + lr": "real 2n", "n + lr, ud, rot180": "real 4n"}
+    rows = []
+    for spec in args.models:
+        layers = parse_ints(spec)
+        scores = {}
+        for name, train in augmented_sets(X, args.train).items():
+            t0 = time.perf_counter()
+            model = DeepGMM(layers, max_iter=args.iters, random_state=args.seed,
+                            reg_covar=args.reg_covar, n_threads=args.threads)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(train)
+            seconds = time.perf_counter() - t0
+            scores[name] = (model.score_samples(valid), model.score_samples(test))
+            row = {"layers": list(layers), "training_set": name, "train_rows": len(train),
+                   "distinct_patches": len(train) if name.startswith("real") else args.train,
+                   "em_iterations": model.n_iter_, "fit_seconds": seconds}
+            for split, s in zip(("valid", "test"), scores[name]):
+                row[f"{split}_loglik"], row[f"{split}_stderr"] = mean_and_stderr(s)
+            if name in same_size:  # paired against as many real rows
+                for split, s, r in zip(("valid", "test"), scores[name], scores[same_size[name]]):
+                    row[f"{split}_minus_real"], row[f"{split}_minus_real_stderr"] = \
+                        mean_and_stderr(s - r)
+            rows.append(row)
+            print(f"{layers} {name:20s} {len(train):8d} rows: validation "
+                  f"{row['valid_loglik']:.3f}, test {row['test_loglik']:.3f} "
+                  f"({seconds:.0f} s)", flush=True)
+    old_rows = read_json(f"{args.dataset}-augment.json").get("rows", [])
+    key = lambda r: (tuple(r["layers"]), r["training_set"], r["train_rows"])  # noqa: E731
+    write_json(f"{args.dataset}-augment.json", {"machine": machine(), "train_patches": args.train,
+                                                "test_patches": len(test),
+                                                "rows": merge_rows(old_rows, rows, key)})
+
+
 def cmd_figure4(args):
     """Validation and test log-likelihood against the top layer's size for 1, 2 and 3 layers
     (the others 5 nodes); the best size per depth is the one with the best validation figure."""
@@ -586,7 +643,7 @@ def plot_figure2(full_search, by_passes, by_restarts, switch_rate, dataset):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("command", choices=["table1", "gaps", "figure4", "figure2", "paired",
-                                          "estep-gap", "warm-start"])
+                                          "estep-gap", "warm-start", "augment"])
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.add_argument("--dataset", choices=["bsds300", "lowres"], default="bsds300")
     p.add_argument("--train", type=int, default=1_000_000)
@@ -623,7 +680,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     {"table1": cmd_table1, "gaps": cmd_gaps, "figure4": cmd_figure4,
      "figure2": cmd_figure2, "paired": cmd_paired, "estep-gap": cmd_estep_gap,
-     "warm-start": cmd_warm_start}[args.command](args)
+     "warm-start": cmd_warm_start, "augment": cmd_augment}[args.command](args)
 
 
 if __name__ == "__main__":
