@@ -86,9 +86,9 @@ def cmd_fit(args):
     print(f"data: {what}: {train.shape[0]} train rows, {test.shape[0]} held-out, "
           f"{train.shape[1]} dims", flush=True)
     resume = False
-    if args.init_layer is not None and (args.resume or args.grow_from):
-        raise ValueError("--init-layer chooses how a fresh fit starts; a --resume or "
-                         "--grow-from run starts from its model instead")
+    if args.init_layer is not None and (args.resume or args.grow_from or args.widen_from):
+        raise ValueError("--init-layer chooses how a fresh fit starts; a --resume, "
+                         "--grow-from or --widen-from run starts from its model instead")
     if args.resume:
         model = load(args.resume)
         # a checkpoint continues its run exactly; a plain model file warm-starts a new one
@@ -102,6 +102,9 @@ def cmd_fit(args):
     elif args.grow_from:
         model = grown_model(load(args.grow_from), args)
         print(f"growing {args.grow_from} into {model.layers}")
+    elif args.widen_from:
+        model = widened_model(load(args.widen_from), args)
+        print(f"widening {args.widen_from} into {model.layers}")
     else:
         model = DeepGMM(layers=args.layers, estep=args.estep, max_iter=args.iters,
                         init_layer=args.init_layer, random_state=args.seed,
@@ -137,6 +140,20 @@ def grown_model(base, args):
         raise ValueError(f"--grow-from: the model has layers {old}; --layers must add layers "
                          f"after them (e.g. --layers {example}), got {new}")
     model = base.deepen(new[len(old):], random_state=args.seed)
+    model.estep, model.max_iter, model.verbose = args.estep, args.iters, 1
+    model.n_threads = args.threads
+    return model
+
+
+def widened_model(base, args):
+    """``base`` widened to --layers (as many layers, none narrower), set up to train. A
+    checkpoint's rows' paths carry over: on the same rows the fit starts from them."""
+    old = tuple(base.weights_.shape)
+    new = tuple(args.layers)
+    if len(new) != len(old) or any(n < o for n, o in zip(new, old)):
+        raise ValueError(f"--widen-from: the model has layers {old}; --layers must have as "
+                         f"many, none narrower, got {new}")
+    model = base.widen(new, random_state=args.seed)
     model.estep, model.max_iter, model.verbose = args.estep, args.iters, 1
     model.n_threads = args.threads
     return model
@@ -289,8 +306,8 @@ def build_parser():
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--reg-covar", type=float, default=None,
                    help="added to every path's covariance diagonal (absolute; default 1e-6, "
-                        "or the model's own with --resume/--grow-from). On patches scaled "
-                        "to [0, 1) 1e-8 suits a GMM better (README, BSDS300)")
+                        "or the model's own with --resume/--grow-/--widen-from). On patches "
+                        "scaled to [0, 1) 1e-8 suits a GMM better (README, BSDS300)")
     f.add_argument("--init-layer", type=int, default=None, metavar="J",
                    help="the layer (0-based, -1 next to x) that starts as the k-means "
                         "clusters; default the widest")
@@ -306,6 +323,10 @@ def build_parser():
     start.add_argument("--grow-from", metavar="MODEL",
                        help="start from a fitted model with --layers' first layers (e.g. a "
                             "GMM for --layers 100,5,5), the new layers near the identity")
+    start.add_argument("--widen-from", metavar="MODEL",
+                       help="start from a fitted model with fewer nodes per layer than "
+                            "--layers (e.g. 100,5,5 for --layers 150,5,5), the new nodes "
+                            "splits of its heaviest ones")
     f.set_defaults(func=cmd_fit)
     s = sub.add_parser("score", help="mean held-out log-likelihood of data under a model")
     s.add_argument("model")

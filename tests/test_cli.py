@@ -143,6 +143,22 @@ def test_fit_grows_a_fitted_gmm(tmp_path, capsys):
     assert "must add layers" in capsys.readouterr().err
 
 
+def test_fit_widens_a_fitted_network(tmp_path, capsys):
+    X, npy = two_clusters_npy(tmp_path, 1)
+    data = fit_args(npy)
+    base_path, wide_path = tmp_path / "base.npz", tmp_path / "wide.npz"
+    assert main(data + ["--layers", "2,2", "--iters", "3", "--out", str(base_path)]) == 0
+    assert main(data + ["--layers", "3,2", "--iters", "2", "--widen-from", str(base_path),
+                        "--out", str(wide_path)]) == 0
+    assert "widening" in capsys.readouterr().out
+    base, wide = load(base_path), load(wide_path)
+    assert wide.layers == (3, 2) and wide.n_iter_ == 2
+    # the same widening in Python, on the command's training rows, makes the same model
+    assert_same_transforms(wide, fit_like_the_command(X, base.widen((3, 2), random_state=0)))
+    assert main(data + ["--layers", "3", "--widen-from", str(base_path)]) == 2
+    assert "none narrower" in capsys.readouterr().err
+
+
 def test_fit_reg_covar_reaches_the_model(tmp_path, capsys):
     X, npy = two_clusters_npy(tmp_path, 2)
     data = fit_args(npy, "--layers", "3,2", "--iters", "2")
