@@ -138,11 +138,7 @@ class DeepGMM:
         layer_weights = None
         if self.layer_weights_ is not None:
             layer_weights = list(self.layer_weights_) + [np.full(N, 1.0 / N) for N in nodes]
-        hyper = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
-        hyper.update(layers=tuple(a.shape[0] for a in A), warm_start=True)
-        model = type(self)(**hyper)
-        model._set_params(A, b, joint, layer_weights)
-        return model
+        return self._continued_with(A, b, joint, layer_weights)
 
     def widen(self, layers, *, jitter=0.05, random_state=None):
         """A new model with ``layers`` nodes per layer (as many layers, none narrower), set to
@@ -190,15 +186,21 @@ class DeepGMM:
                     layer_weights[j][i] = layer_weights[j][src]
         joint = _mstep.split_prior_counts(joint, new, splits).reshape(new)
         A, b = forward_nodes(Q, c)
-        hyper = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
-        hyper.update(layers=new, warm_start=True)
-        model = type(self)(**hyper)
-        model._set_params(A, b, joint, layer_weights)
+        model = self._continued_with(A, b, joint, layer_weights)
         paths = getattr(self, "_train_paths", None)
         if paths is None and getattr(self, "_resume_state", None) is not None:
             paths = self._resume_state["paths"]
         if paths is not None:
             model._train_paths = ravel_paths(unravel_paths(paths, old), new)
+        return model
+
+    def _continued_with(self, transforms, biases, weights, layer_weights):
+        """A new model with this one's hyperparameters (warm_start on, layers from the
+        parameters) holding the given parameters: what deepen and widen return."""
+        hyper = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+        hyper.update(layers=tuple(a.shape[0] for a in transforms), warm_start=True)
+        model = type(self)(**hyper)
+        model._set_params(transforms, biases, weights, layer_weights)
         return model
 
     def _set_params(self, transforms, biases, weights, layer_weights=None):
