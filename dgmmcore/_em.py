@@ -50,7 +50,9 @@ class EMRun:
         self.converged = False
         self.first_config = None  # the first E-step's, when it differs from config
 
-    def start(self, warm):
+    def start(self, warm, init_paths=None):
+        """Parameters and paths to begin from: the model's (warm; ``init_paths``, path
+        numbers, take the place of its last fit's) or a fresh initialization."""
         m = self.model
         if warm:
             self.A = [np.array(a) for a in m.transforms_]
@@ -58,7 +60,7 @@ class EMRun:
             self.weights = np.array(m.weights_)
             self.layer_weights = m.layer_weights_
             self.Q, self.c = invert_nodes(self.A, self.b)
-            paths = getattr(m, "_train_paths", None)
+            paths = getattr(m, "_train_paths", None) if init_paths is None else init_paths
             if paths is not None and len(paths) == self.executor.n_rows:
                 self.executor.set_paths(paths)
             elif (self.config.estep == "heuristic"
@@ -189,7 +191,8 @@ def _print_record(r, elapsed, max_iter, first_iter=0):
     print(line, flush=True)
 
 
-def fit_model(model, executor, rng, n_threads, checkpoint=None, checkpoint_every=1, resume=None):
+def fit_model(model, executor, rng, n_threads, checkpoint=None, checkpoint_every=1, resume=None,
+              init_paths=None):
     """Run ``n_init`` EM runs (one when warm-starting or resuming) and return the best (highest
     final objective). A KeyboardInterrupt stops at once and returns the interrupted run."""
     best = None
@@ -199,7 +202,7 @@ def fit_model(model, executor, rng, n_threads, checkpoint=None, checkpoint_every
         if resume is not None:
             run.resume_from(resume)
         else:
-            run.start(warm)
+            run.start(warm, init_paths)
         run.run(checkpoint, checkpoint_every)
         if run.interrupted:
             return run

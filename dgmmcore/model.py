@@ -276,7 +276,8 @@ class DeepGMM:
         if self.estep == "heuristic" and self.warm_passes == 0 and self.n_restarts == 0:
             raise ValueError("the heuristic E-step needs warm_passes >= 1 or n_restarts >= 1")
 
-    def fit(self, X, y=None, *, checkpoint=None, checkpoint_every=1, resume=False, client=None):
+    def fit(self, X, y=None, *, init_paths=None, checkpoint=None, checkpoint_every=1,
+            resume=False, client=None):
         """Fit by hard EM (or soft EM with estep='soft'); returns self.
 
         Records per iteration in ``history_`` (objective, switch rate, E- and M-step seconds,
@@ -288,6 +289,11 @@ class DeepGMM:
 
         float32 X is scored in float32 by the hard E-steps (rows that overflow are redone in
         float64); the statistics, the M-step and the parameters are float64 either way.
+
+        init_paths : (n, k) ints, with warm_start on a fitted model: each row's path to start
+            the first heuristic E-step from, in place of the last fit's paths or the exact
+            search. For data grown by new rows: the last fit's paths (``fit_predict``) for the
+            rows seen before and ``predict`` for the new ones, so no row starts from scratch.
 
         checkpoint : path; every ``checkpoint_every`` iterations the model and the state needed
             to continue are written there atomically (a normal model file: ``dgmmcore.load``).
@@ -324,6 +330,8 @@ class DeepGMM:
         else:
             executor = LocalExecutor(RowSource(X, n_features=n_features, min_samples=2),
                                      self._threads())
+        if init_paths is not None:
+            init_paths = self._check_init_paths(init_paths, executor.n_rows, resume, client)
         if (state is not None and state["paths"] is not None
                 and len(state["paths"]) != executor.n_rows):
             raise ValueError(f"resume: the checkpoint was written for {len(state['paths'])} "
@@ -332,7 +340,7 @@ class DeepGMM:
         try:
             with limited_blas(self._threads()):  # numpy work outside the kernels, too
                 run = _em.fit_model(self, executor, rng, self._threads(), checkpoint,
-                                    checkpoint_every, state)
+                                    checkpoint_every, state, init_paths)
         finally:
             executor.close()
         self._set_params(run.A, run.b, run.weights, run.layer_weights)
@@ -347,6 +355,25 @@ class DeepGMM:
                           f"{self.n_iter_} completed iterations", RuntimeWarning, stacklevel=2)
             raise KeyboardInterrupt
         return self
+
+    def _check_init_paths(self, paths, n_rows, resume, client):
+        """fit's init_paths as path numbers, or a ValueError/TypeError naming the problem."""
+        if resume or client is not None:
+            raise ValueError("init_paths: not with resume (the checkpoint holds the paths) "
+                             "or a Dask client")
+        if not (self.warm_start and hasattr(self, "transforms_")):
+            raise ValueError("init_paths: needs warm_start=True on a fitted network (paths "
+                             "name its nodes)")
+        paths = np.asarray(paths)
+        if paths.dtype.kind not in "iu":
+            raise TypeError(f"init_paths: integer node indices expected, got {paths.dtype}")
+        layers = tuple(self.weights_.shape)
+        if paths.shape != (n_rows, len(layers)):
+            raise ValueError(f"init_paths: shape {paths.shape}, expected {(n_rows, len(layers))}"
+                             f" (a row's node in each layer)")
+        if np.any(paths < 0) or np.any(paths >= np.asarray(layers)):
+            raise ValueError(f"init_paths: node indices must lie in [0, N_j) for layers {layers}")
+        return ravel_paths(paths, layers)
 
     def fit_predict(self, X, y=None):
         """Fit, then return the paths of the final E-step, (n, k) ints (for estep='full' these

@@ -147,6 +147,45 @@ def test_table1_widen_from_continues_the_narrower_network_on_its_patches(tmp_pat
 
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_table1_add_fresh_continues_the_network_on_its_patches_and_fresh_ones(tmp_path,
+                                                                               bsds300_script):
+    common = ["--root", str(BSDS), "--train", "1200", "--test", "300", "--iters", "2",
+              "--grow", "--threads", "1", "--work", str(tmp_path)]
+    with pytest.raises(SystemExit, match="without --add-fresh"):
+        bsds300_script.main(["table1", "--models", "3,2", "--add-fresh", "600", *common])
+    bsds300_script.main(["table1", "--models", "3,2", *common])
+    bsds300_script.main(["table1", "--models", "3,2", "--add-fresh", "600", *common])
+
+    # the same through the public API: the finished network continued on its 1200 patches
+    # (from their paths in its last checkpoint) and 600 fresh ones (from their exact paths)
+    X = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
+    fresh = load_bsds300(BSDS, "train", n_patches=600, random_state=np.random.SeedSequence([0, 1]))
+    assert not np.isin(fresh[:, 0], X[:, 0]).any()  # an independent draw
+    model = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0.model.npz"))
+    with np.load(tmp_path / "bsds300-grown-3x2-n1200-s0.ckpt.npz") as f:
+        old = np.stack(np.unravel_index(f["checkpoint_paths"], (3, 2)), axis=1)
+    paths = np.concatenate([old, model.predict(fresh)])
+    model.warm_start, model.max_iter, model.n_threads = True, 2, 1
+    model.fit(np.concatenate([X, fresh]), init_paths=paths)
+    saved = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plus600.model.npz"))
+    for a, b in zip(saved.transforms_, model.transforms_):
+        np.testing.assert_array_equal(a, b)
+
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert [(r["train_patches"], r["added_fresh_patches"]) for r in rows] == [
+        (1200, None), (1800, 600)]
+    fits = ["t1-3-n1200-s0", "grown-3x2-n1200-s0", "grown-3x2-n1200-s0-plus600"]
+    assert rows[1]["em_iterations"] == sum(
+        dgmmcore.load(str(tmp_path / f"bsds300-{f}.model.npz")).n_iter_ for f in fits)
+    test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
+    assert rows[1]["test_loglik"] == pytest.approx(model.score(test), abs=1e-9)
+    bsds300_script.main(["gaps", "--models", "3,2", "--add-fresh", "600", *common])
+    gaps = json.loads((tmp_path / "bsds300-gaps.json").read_text())["rows"]
+    assert gaps[0]["model"] == "bsds300-grown-3x2-n1200-s0-plus600"
+    assert gaps[0]["test_images"] == pytest.approx(model.score(test), abs=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_warm_start_compares_random_and_exact_first_esteps(tmp_path, bsds300_script):
     bsds300_script.main(["table1", "--root", str(BSDS), "--train", "1200", "--test", "300",
                          "--iters", "2", "--models", "4,2", "--threads", "1",

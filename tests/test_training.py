@@ -6,6 +6,7 @@ import pytest
 
 from dgmmcore import ConvergenceWarning, DeepGMM
 from dgmmcore import _estep
+from dgmmcore._network import ravel_paths, unravel_paths
 from _reference import random_params
 
 
@@ -484,3 +485,68 @@ def test_float32_fit_follows_the_float64_fit(estep):
     np.testing.assert_array_equal(f32.predict(X), f64.predict(X))
     assert f32.objective_ == pytest.approx(f64.objective_, abs=1e-5)
     np.testing.assert_allclose(f32.score_samples(X), f64.score_samples(X), rtol=1e-5, atol=1e-5)
+
+
+def test_init_paths_are_where_the_first_estep_starts():
+    from scipy.stats import multivariate_normal
+    true = known_model((4, 3), D=3, seed=5, bias=2.0)
+    X_old, _ = true.sample(1500, random_state=0)
+    X_new, _ = true.sample(1500, random_state=1)
+    X = np.concatenate([X_old, X_new])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = DeepGMM((4, 3), max_iter=5, random_state=0, warm_start=True).fit(X_old)
+    # brute force over the 12 paths with scipy: logp[i, k, row]
+    weights, means, covs = fitted.to_gmm()
+    logp = np.array([np.log(w) + multivariate_normal(mu, S).logpdf(X)
+                     for w, mu, S in zip(weights, means, covs)]).reshape(4, 3, -1)
+    rows = np.arange(len(X))
+    best = logp.reshape(12, -1).max(0)
+
+    def one_pass(k):  # the paper's coordinate ascent, one pass: layer 1, then layer 2
+        i = logp[:, k, rows].argmax(0)
+        k = logp[i, :, rows].argmax(1)
+        return logp[i, k, rows]
+
+    # the old rows at their best paths, the new ones at their worst
+    flat_best, flat_worst = logp.reshape(12, -1).argmax(0), logp.reshape(12, -1).argmin(0)
+    given = unravel_paths(np.where(rows < 1500, flat_best, flat_worst), (4, 3))
+    firsts = {}
+    for restarts in (0, 1):
+        model = DeepGMM.from_params(fitted.transforms_, fitted.biases_, fitted.weights_,
+                                    warm_start=True, max_iter=1, random_state=0,
+                                    n_restarts=restarts)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, init_paths=given)
+        firsts[restarts] = model.history_[0]
+    # without random restarts the first E-step is one coordinate-ascent pass from the given
+    # paths, which leaves some new rows short of their best path (the start mattered)
+    expected = one_pass(given[:, 1])
+    assert firsts[0]["objective"] == pytest.approx(expected.mean(), abs=1e-9)
+    assert expected.mean() < best.mean() - 1e-3
+    # with the restart the rows end at least there, at most at their best (the old rows stay)
+    assert expected.mean() - 1e-9 <= firsts[1]["objective"] <= best.mean() + 1e-9
+    assert np.isfinite(firsts[1]["switch_rate"]) and firsts[1]["switch_rate"] <= 0.5
+
+
+def test_init_paths_bad_arguments(tmp_path):
+    X, _ = known_model((3, 2), D=3).sample(400, random_state=0)
+    ok = np.zeros((400, 2), dtype=int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.raises(ValueError, match="warm_start"):
+            DeepGMM((3, 2), max_iter=1).fit(X, init_paths=ok)
+        m = DeepGMM((3, 2), max_iter=1, random_state=0, warm_start=True)
+        m.fit(X, checkpoint=tmp_path / "run.npz")
+    with pytest.raises(ValueError, match=r"shape \(399, 2\)"):
+        m.fit(X, init_paths=ok[1:])
+    with pytest.raises(ValueError, match=r"\[0, N_j\)"):
+        m.fit(X, init_paths=ok + np.array([0, 2]))
+    with pytest.raises(ValueError, match=r"\[0, N_j\)"):
+        m.fit(X, init_paths=ok - 1)
+    with pytest.raises(TypeError, match="integer"):
+        m.fit(X, init_paths=ok.astype(float))
+    from dgmmcore import load
+    with pytest.raises(ValueError, match="not with resume"):
+        load(tmp_path / "run.npz").fit(X, init_paths=ok, resume=True)
