@@ -235,6 +235,8 @@ def test_augment_trains_on_mirrored_and_real_sets_and_pairs_them(tmp_path, bsds3
         "real n": 300, "real 2n": 600, "real 4n": 1200, "n + lr": 600,
         "n + lr, ud, rot180": 1200}
     assert rows["n + lr"]["distinct_patches"] == 300
+    assert {(r["max_iter"], r["reg_covar"], r["train_dtype"]) for r in rows.values()} == {
+        (2, 1e-6, "float64")}
     # the mirrored set's row: the same fit through the public API, paired against real 2n
     X = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
     valid = load_bsds300(BSDS, "validation", n_patches=200, random_state=0)

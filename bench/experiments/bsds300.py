@@ -579,7 +579,9 @@ def cmd_augment(args):
             scores[name] = (model.score_samples(valid), model.score_samples(test))
             row = {"layers": list(layers), "training_set": name, "train_rows": len(train),
                    "distinct_patches": len(train) if name.startswith("real") else args.train,
-                   "em_iterations": model.n_iter_, "fit_seconds": seconds}
+                   "em_iterations": model.n_iter_, "max_iter": args.iters,
+                   "reg_covar": args.reg_covar, "train_dtype": train.dtype.name,
+                   "fit_seconds": seconds}
             for split, s in zip(("valid", "test"), scores[name]):
                 row[f"{split}_loglik"], row[f"{split}_stderr"] = mean_and_stderr(s)
             if name in same_size:  # paired against as many real rows
@@ -591,7 +593,8 @@ def cmd_augment(args):
                   f"{row['valid_loglik']:.3f}, test {row['test_loglik']:.3f} "
                   f"({seconds:.0f} s)", flush=True)
     old_rows = read_json(f"{args.dataset}-augment.json").get("rows", [])
-    key = lambda r: (tuple(r["layers"]), r["training_set"], r["train_rows"])  # noqa: E731
+    key = lambda r: (tuple(r["layers"]), r["training_set"], r["train_rows"],  # noqa: E731
+                     r["max_iter"], r["reg_covar"], r["train_dtype"])
     write_json(f"{args.dataset}-augment.json", {"machine": machine(), "train_patches": args.train,
                                                 "test_patches": len(test),
                                                 "rows": merge_rows(old_rows, rows, key)})
