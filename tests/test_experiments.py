@@ -113,11 +113,16 @@ def test_table1_continue_from_refits_the_smaller_runs_on_more_patches(tmp_path, 
     assert rows[2]["test_loglik"] == pytest.approx(model.score(test), abs=1e-9)
 
 
+def grown_run_options(work):
+    """table1 options of a small grown run: 1200 training patches, 2 iterations, 1 thread."""
+    return ["--root", str(BSDS), "--train", "1200", "--test", "300", "--iters", "2", "--grow",
+            "--threads", "1", "--work", str(work)]
+
+
 @pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_table1_widen_from_continues_the_narrower_network_on_its_patches(tmp_path,
                                                                           bsds300_script):
-    common = ["--root", str(BSDS), "--train", "1200", "--test", "300", "--iters", "2",
-              "--grow", "--threads", "1", "--work", str(tmp_path)]
+    common = grown_run_options(tmp_path)
     with pytest.raises(SystemExit, match="train it first"):
         bsds300_script.main(["table1", "--models", "4,2", "--widen-from", "3,2", *common])
     with pytest.raises(SystemExit, match="cannot be widened"):
@@ -149,8 +154,7 @@ def test_table1_widen_from_continues_the_narrower_network_on_its_patches(tmp_pat
 @pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_table1_add_fresh_continues_the_network_on_its_patches_and_fresh_ones(tmp_path,
                                                                                bsds300_script):
-    common = ["--root", str(BSDS), "--train", "1200", "--test", "300", "--iters", "2",
-              "--grow", "--threads", "1", "--work", str(tmp_path)]
+    common = grown_run_options(tmp_path)
     with pytest.raises(SystemExit, match="without --add-fresh"):
         bsds300_script.main(["table1", "--models", "3,2", "--add-fresh", "600", *common])
     bsds300_script.main(["table1", "--models", "3,2", *common])
