@@ -292,8 +292,8 @@ class DeepGMM:
 
         init_paths : (n, k) ints, with warm_start on a fitted model: each row's path to start
             the first heuristic E-step from, in place of the last fit's paths or the exact
-            search. For data grown by new rows: the last fit's paths (``fit_predict``) for the
-            rows seen before and ``predict`` for the new ones, so no row starts from scratch.
+            search. For data grown by new rows: the paths ``fit_predict`` returned for the rows
+            seen before and ``predict`` for the new ones, so no row starts from scratch.
 
         checkpoint : path; every ``checkpoint_every`` iterations the model and the state needed
             to continue are written there atomically (a normal model file: ``dgmmcore.load``).
@@ -330,14 +330,16 @@ class DeepGMM:
         else:
             executor = LocalExecutor(RowSource(X, n_features=n_features, min_samples=2),
                                      self._threads())
-        if init_paths is not None:
-            init_paths = self._check_init_paths(init_paths, executor.n_rows, resume, client)
-        if (state is not None and state["paths"] is not None
-                and len(state["paths"]) != executor.n_rows):
-            raise ValueError(f"resume: the checkpoint was written for {len(state['paths'])} "
-                             f"rows, X has {executor.n_rows}")
-        rng = check_random_state(self.random_state)
-        try:
+        try:  # the executor (on Dask: scattered shards) is closed on every way out
+            if init_paths is not None:
+                init_paths = self._check_init_paths(
+                    init_paths, executor.n_rows, resume,
+                    isinstance(executor, _distributed.DaskExecutor))
+            if (state is not None and state["paths"] is not None
+                    and len(state["paths"]) != executor.n_rows):
+                raise ValueError(f"resume: the checkpoint was written for "
+                                 f"{len(state['paths'])} rows, X has {executor.n_rows}")
+            rng = check_random_state(self.random_state)
             with limited_blas(self._threads()):  # numpy work outside the kernels, too
                 run = _em.fit_model(self, executor, rng, self._threads(), checkpoint,
                                     checkpoint_every, state, init_paths)
@@ -356,11 +358,14 @@ class DeepGMM:
             raise KeyboardInterrupt
         return self
 
-    def _check_init_paths(self, paths, n_rows, resume, client):
+    def _check_init_paths(self, paths, n_rows, resume, on_dask):
         """fit's init_paths as path numbers, or a ValueError/TypeError naming the problem."""
-        if resume or client is not None:
+        if resume or on_dask:
             raise ValueError("init_paths: not with resume (the checkpoint holds the paths) "
-                             "or a Dask client")
+                             "or on Dask")
+        if self.estep != "heuristic":
+            raise ValueError(f"init_paths: only the heuristic E-step starts from paths, not "
+                             f"estep={self.estep!r}")
         if not (self.warm_start and hasattr(self, "transforms_")):
             raise ValueError("init_paths: needs warm_start=True on a fitted network (paths "
                              "name its nodes)")

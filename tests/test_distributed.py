@@ -80,6 +80,9 @@ def test_dask_array_input_fit_score_predict(client):
     assert isinstance(p, da.Array)
     np.testing.assert_array_equal(p.compute(), model.predict(X))
     assert model.score(dX) == pytest.approx(model.score(X), rel=1e-12)
+    model.warm_start = True  # starting paths are for local fits only: clear error on Dask
+    with pytest.raises(ValueError, match="init_paths: not with resume .* or on Dask"):
+        model.fit(dX, init_paths=model.predict(X))
 
 
 def test_killed_worker_is_recovered(client, monkeypatch):

@@ -547,6 +547,10 @@ def test_init_paths_bad_arguments(tmp_path):
         m.fit(X, init_paths=ok - 1)
     with pytest.raises(TypeError, match="integer"):
         m.fit(X, init_paths=ok.astype(float))
+    m.estep = "full"
+    with pytest.raises(ValueError, match="only the heuristic"):
+        m.fit(X, init_paths=ok)
+    m.estep = "heuristic"
     from dgmmcore import load
     with pytest.raises(ValueError, match="not with resume"):
         load(tmp_path / "run.npz").fit(X, init_paths=ok, resume=True)

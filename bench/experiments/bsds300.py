@@ -314,7 +314,7 @@ def fit_extended(layers, X, args):
     """The finished network the other options name (trained on the --train patches X),
     continued for --iters EM iterations on X plus --add-fresh fresh patches: X's rows start
     from their paths in its last checkpoint, the fresh rows from their exact best paths
-    (``predict``; cached beside the checkpoint: ~40 min for 6M rows at (600, 5, 5) on 2
+    (``predict``; cached beside the checkpoint: 35 min for 6M rows at (600, 5, 5) on 2
     cores), so no row starts from scratch. Returns (model, seconds of all fits, its tag, EM
     iterations of all fits, training patches)."""
     from dgmmcore import load
