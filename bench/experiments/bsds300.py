@@ -280,6 +280,13 @@ def fit_widened(layers, X, args):
     return model, base_seconds + seconds, tag, iters + model.n_iter_
 
 
+def checkpoint_paths(path, layers):
+    """The rows' paths a checkpoint holds (its last E-step's), as (n, k) node indices."""
+    from dgmmcore._network import unravel_paths
+    with np.load(path, allow_pickle=False) as f:
+        return unravel_paths(f["checkpoint_paths"], layers)
+
+
 def network_tag(args, layers, n_train):
     """File stem of the network this run's --grow/--continue-from/--widen-from name, trained
     on n_train patches (before --add-fresh)."""
@@ -338,8 +345,7 @@ def fit_extended(layers, X, args):
             print(f"[{tag}] exact paths of {len(fresh)} fresh rows: "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
             np.save(cache, fresh_paths)
-        with np.load(os.path.join(args.work, f"{base_tag}.ckpt.npz"), allow_pickle=False) as f:
-            old = np.stack(np.unravel_index(f["checkpoint_paths"], base.layers), axis=1)
+        old = checkpoint_paths(os.path.join(args.work, f"{base_tag}.ckpt.npz"), base.layers)
         return np.concatenate([old, fresh_paths])
 
     base.warm_start, base.n_threads = True, args.threads
@@ -488,11 +494,10 @@ def cmd_estep_gap(args):
         raise SystemExit("estep-gap needs --files NET.model.npz (its .ckpt.npz beside it)")
     model = load(args.files[0])
     model.n_threads = args.threads
-    with np.load(args.files[0][:-len(".model.npz")] + ".ckpt.npz", allow_pickle=False) as ck:
-        last = ck["checkpoint_paths"]
-    X = load_data(args, "train", len(last))[: args.test]
     layers = model.weights_.shape
-    warm = np.stack(np.unravel_index(last[: len(X)], layers), axis=1)
+    last = checkpoint_paths(args.files[0][:-len(".model.npz")] + ".ckpt.npz", layers)
+    X = load_data(args, "train", len(last))[: args.test]
+    warm = last[: len(X)]
     table = model._path_table()
     paths, heuristic, _ = _estep.heuristic_estep(table, X, warm, args.seed, model._threads(),
                                                  model.warm_passes, model.n_restarts,
