@@ -177,7 +177,7 @@ def test_table1_add_fresh_continues_the_network_on_its_patches_and_fresh_ones(tm
 
     rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
     assert [(r["train_patches"], r["added_fresh_patches"]) for r in rows] == [
-        (1200, None), (1800, 600)]
+        (1200, None), (1800, [600])]
     fits = ["t1-3-n1200-s0", "grown-3x2-n1200-s0", "grown-3x2-n1200-s0-plus600"]
     assert rows[1]["em_iterations"] == sum(
         dgmmcore.load(str(tmp_path / f"bsds300-{f}.model.npz")).n_iter_ for f in fits)
@@ -187,6 +187,30 @@ def test_table1_add_fresh_continues_the_network_on_its_patches_and_fresh_ones(tm
     gaps = json.loads((tmp_path / "bsds300-gaps.json").read_text())["rows"]
     assert gaps[0]["model"] == "bsds300-grown-3x2-n1200-s0-plus600"
     assert gaps[0]["test_images"] == pytest.approx(model.score(test), abs=1e-9)
+
+    # a second stage: the finished plus600 network continued on its 1800 rows and 300 more
+    # fresh ones (a third draw); it needs the first stage finished
+    with pytest.raises(SystemExit, match="--add-fresh 400"):
+        bsds300_script.main(["table1", "--models", "3,2", "--add-fresh", "400,300", *common])
+    bsds300_script.main(["table1", "--models", "3,2", "--add-fresh", "600,300", *common])
+    more = load_bsds300(BSDS, "train", n_patches=300,
+                        random_state=np.random.SeedSequence([0, 1, 1]))
+    assert not np.isin(more[:, 0], np.concatenate([X, fresh])[:, 0]).any()
+    with np.load(tmp_path / "bsds300-grown-3x2-n1200-s0-plus600.ckpt.npz") as f:
+        old = np.stack(np.unravel_index(f["checkpoint_paths"], (3, 2)), axis=1)
+    paths = np.concatenate([old, model.predict(more)])
+    model.fit(np.concatenate([X, fresh, more]), init_paths=paths)
+    saved = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plus600-plus300.model.npz"))
+    for a, b in zip(saved.transforms_, model.transforms_):
+        np.testing.assert_array_equal(a, b)
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert [(r["train_patches"], r["added_fresh_patches"]) for r in rows] == [
+        (1200, None), (1800, [600]), (2100, [600, 300])]
+    assert rows[2]["em_iterations"] == rows[1]["em_iterations"] + saved.n_iter_
+    assert rows[2]["test_loglik"] == pytest.approx(model.score(test), abs=1e-9)
+    bsds300_script.main(["gaps", "--models", "3,2", "--add-fresh", "600,300", *common])
+    gaps = json.loads((tmp_path / "bsds300-gaps.json").read_text())["rows"]
+    assert gaps[1]["model"] == "bsds300-grown-3x2-n1200-s0-plus600-plus300"
 
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")

@@ -297,12 +297,20 @@ def network_tag(args, layers, n_train):
     return table1_tag(args, layers, n_train, soft=False)
 
 
-def fresh_train(args, n):
-    """n training patches drawn independently of the --train draw (the seed's second stream,
-    also apart from the seed + 1 draw that ``gaps`` scores as fresh patches)."""
-    stream = np.random.SeedSequence([args.seed, 1])
+def fresh_train(args, n, stage=0):
+    """n training patches drawn independently of the --train draw, for the stage-th
+    --add-fresh: the seed's second stream (stage 0; also apart from the seed + 1 draw that
+    ``gaps`` scores as fresh patches), then its children [seed, 1, stage]."""
+    stream = np.random.SeedSequence([args.seed, 1] + ([stage] if stage else []))
     args_fresh = argparse.Namespace(**{**vars(args), "seed": stream})
     return load_train(args_fresh, n)
+
+
+def extended_tag(args, layers, n_train, stages=None):
+    """File stem of the network_tag network continued on fresh patches, one --add-fresh stage
+    after the other (``stages``: default all of --add-fresh)."""
+    stages = args.add_fresh if stages is None else stages
+    return network_tag(args, layers, n_train) + "".join(f"-plus{m}" for m in stages)
 
 
 def network_totals(args, layers, n_train):
@@ -319,21 +327,41 @@ def network_totals(args, layers, n_train):
 
 def fit_extended(layers, X, args):
     """The finished network the other options name (trained on the --train patches X),
-    continued for --iters EM iterations on X plus --add-fresh fresh patches: X's rows start
-    from their paths in its last checkpoint, the fresh rows from their exact best paths
-    (``predict``; cached beside the checkpoint: 35 min for 6M rows at (600, 5, 5) on 2
-    cores), so no row starts from scratch. Returns (model, seconds of all fits, its tag, EM
-    iterations of all fits, training patches)."""
+    continued for --iters EM iterations on X plus the fresh patches of every --add-fresh
+    stage M1, M2, ...: the stages before the last must be finished runs (the same command
+    with fewer stages). The last stage's old rows start from their paths in its base's last
+    checkpoint, its fresh rows from their exact best paths (``predict``; cached beside the
+    checkpoint: 35 min for 6M rows at (600, 5, 5) on 2 cores), so no row starts from
+    scratch. Returns (model, seconds of all fits, its tag, EM iterations of all fits,
+    training patches)."""
     from dgmmcore import load
-    base_tag = network_tag(args, layers, len(X))
-    base_path = os.path.join(args.work, f"{base_tag}.model.npz")
-    if not os.path.exists(base_path):
-        raise SystemExit(f"{base_path} not found: train it first with the same options "
-                         f"without --add-fresh")
-    base = load(base_path)
-    tag = f"{base_tag}-plus{args.add_fresh}"
-    fresh = fresh_train(args, args.add_fresh)
-    X_all = np.concatenate([X, fresh])
+    from dgmmcore._persistence import read_model_file
+    *earlier, last = args.add_fresh
+    iters, seconds = 0, 0.0
+    for k in range(len(earlier) + 1):  # the base network and each finished stage
+        path = os.path.join(args.work, extended_tag(args, layers, len(X), earlier[:k])
+                            + ".model.npz")
+        if not os.path.exists(path):
+            with_stages = (f"--add-fresh {','.join(map(str, earlier[:k]))}" if k
+                           else "without --add-fresh")
+            raise SystemExit(f"{path} not found: train it first with the same options "
+                             f"{with_stages}")
+        if k:
+            iters += load(path).n_iter_
+            seconds += read_model_file(path)[0].get("fit_seconds") or 0.0
+    base_iters, base_seconds = network_totals(args, layers, len(X))
+    iters, seconds = iters + base_iters, seconds + base_seconds
+    base_tag = extended_tag(args, layers, len(X), earlier)
+    base = load(path)
+    tag = extended_tag(args, layers, len(X))
+    # every stage's rows in one array, filled draw by draw (no second full copy)
+    X_all = np.empty((len(X) + sum(args.add_fresh), X.shape[1]), dtype=X.dtype)
+    X_all[:len(X)] = X
+    at = len(X)
+    for stage, m in enumerate(args.add_fresh):
+        X_all[at:at + m] = fresh_train(args, m, stage)
+        at += m
+    fresh = X_all[len(X_all) - last:]
 
     def init_paths():
         cache = os.path.join(args.work, f"{tag}.fresh-paths.npy")
@@ -349,9 +377,9 @@ def fit_extended(layers, X, args):
         return np.concatenate([old, fresh_paths])
 
     base.warm_start, base.n_threads = True, args.threads
-    model, seconds = fit_or_resume(layers, X_all, args, tag, start=base, init_paths=init_paths)
-    iters, base_seconds = network_totals(args, layers, len(X))
-    return model, base_seconds + seconds, tag, iters + model.n_iter_, len(X_all)
+    model, fit_seconds = fit_or_resume(layers, X_all, args, tag, start=base,
+                                       init_paths=init_paths)
+    return model, seconds + fit_seconds, tag, iters + model.n_iter_, len(X_all)
 
 
 def cmd_table1(args):
@@ -397,7 +425,7 @@ def cmd_table1(args):
                      # a network of these layers, trained as this row says, then widened
                      "widened_from": list(args.widen_from) or None,
                      # of train_patches, this many were added fresh to the finished network
-                     "added_fresh_patches": args.add_fresh or None,
+                     "added_fresh_patches": list(args.add_fresh) or None,  # [M1, M2, ...]
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
                      "fit_seconds": seconds, "fit_threads": model.n_threads,  # None: every CPU
                      # rows from many sessions share the file; the top-level machine is the
@@ -411,7 +439,8 @@ def cmd_table1(args):
                          r.get("reg_covar", DEFAULT_REG_COVAR), r.get("train_dtype", "float64"),
                          r.get("reseeding", "copy"),
                          tuple(r.get("continued_from_patches") or ()),
-                         tuple(r.get("widened_from") or ()), r.get("added_fresh_patches"))
+                         tuple(r.get("widened_from") or ()),
+                         tuple(r.get("added_fresh_patches") or ()))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
@@ -431,9 +460,7 @@ def cmd_gaps(args):
     rows = []
     for spec in args.models:
         layers = parse_ints(spec)
-        tag = network_tag(args, layers, args.train)
-        if args.add_fresh:
-            tag = f"{tag}-plus{args.add_fresh}"
+        tag = extended_tag(args, layers, args.train)
         if args.soft_iters:  # as table1 names the soft-EM continuation
             tag = f"{tag}-soft{args.soft_iters}"
         path = os.path.join(args.work, f"{tag}.model.npz")
@@ -757,10 +784,11 @@ def main(argv=None):
                    help="table1/gaps: widen the network of these layers, trained with the same "
                         "options on the same --train patches, to --models (DeepGMM.widen) and "
                         "continue it there for --iters EM iterations")
-    p.add_argument("--add-fresh", type=int, default=0, metavar="M",
+    p.add_argument("--add-fresh", type=parse_ints, default=(), metavar="M1[,M2...]",
                    help="table1/gaps: continue the finished network the other options name on "
-                        "its --train patches plus M fresh ones for --iters EM iterations "
-                        "(old rows from their last paths, new rows from their exact best paths)")
+                        "its --train patches plus M1 fresh ones for --iters EM iterations "
+                        "(old rows from their last paths, new rows from their exact best "
+                        "paths); M1,M2: that network, finished, continued on M2 more")
     p.add_argument("--files", nargs="+", default=[],
                    help="paired: the two model files A and B; estep-gap, warm-start: one network")
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
