@@ -352,7 +352,7 @@ def fit_extended(layers, X, args):
     base_iters, base_seconds = network_totals(args, layers, len(X))
     iters, seconds = iters + base_iters, seconds + base_seconds
     base_tag = extended_tag(args, layers, len(X), earlier)
-    base = load(path)
+    base = load(path)  # the last network the loop found: the base of the last stage
     tag = extended_tag(args, layers, len(X))
     # every stage's rows in one array, filled draw by draw (no second full copy)
     X_all = np.empty((len(X) + sum(args.add_fresh), X.shape[1]), dtype=X.dtype)
@@ -424,8 +424,9 @@ def cmd_table1(args):
                      "continued_from_patches": list(args.continue_from) or None,  # [N1, N2, ...]
                      # a network of these layers, trained as this row says, then widened
                      "widened_from": list(args.widen_from) or None,
-                     # of train_patches, this many were added fresh to the finished network
-                     "added_fresh_patches": list(args.add_fresh) or None,  # [M1, M2, ...]
+                     # of train_patches, these many were added fresh to the finished
+                     # network, stage by stage: [M1, M2, ...]
+                     "added_fresh_patches": list(args.add_fresh) or None,
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
                      "fit_seconds": seconds, "fit_threads": model.n_threads,  # None: every CPU
                      # rows from many sessions share the file; the top-level machine is the
