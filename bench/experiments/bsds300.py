@@ -211,11 +211,16 @@ def continued_tag(args, layers, n_train, chain):
     return f"{tag}-from{'-'.join(map(str, chain))}" if chain else tag
 
 
+def file_totals(path):
+    """(EM iterations, fit seconds) of the one fit a finished model file holds."""
+    from dgmmcore import load
+    from dgmmcore._persistence import read_model_file
+    return load(path).n_iter_, read_model_file(path)[0].get("fit_seconds") or 0.0
+
+
 def trained_totals(args, layers, n_train, chain):
     """(EM iterations, fit seconds) of every fit behind the network continued_tag names,
     read from the model files: the GMM it was grown from, the first fit, each continuation."""
-    from dgmmcore import load
-    from dgmmcore._persistence import read_model_file
     paths = [continued_tag(args, layers, n, chain[:i]) for i, n in enumerate([*chain, n_train])]
     if args.grow and len(layers) > 1:  # the grown network's file holds the deep fit only
         paths.insert(0, model_tag(args, layers[:1], chain[0] if chain else n_train))
@@ -224,8 +229,8 @@ def trained_totals(args, layers, n_train, chain):
         path = os.path.join(args.work, f"{stem}.model.npz")
         if not os.path.exists(path):
             raise SystemExit(f"{path} not found: train it first with the same options")
-        iters += load(path).n_iter_
-        seconds += read_model_file(path)[0].get("fit_seconds") or 0.0
+        fit_iters, fit_seconds = file_totals(path)
+        iters, seconds = iters + fit_iters, seconds + fit_seconds
     return iters, seconds
 
 
@@ -318,11 +323,9 @@ def network_totals(args, layers, n_train):
     if not args.widen_from:
         return trained_totals(args, layers, n_train, args.continue_from)
     iters, seconds = trained_totals(args, args.widen_from, n_train, args.continue_from)
-    from dgmmcore import load
-    from dgmmcore._persistence import read_model_file
-    path = os.path.join(args.work, f"{widened_tag(args, layers, n_train)}.model.npz")
-    return (iters + load(path).n_iter_,
-            seconds + (read_model_file(path)[0].get("fit_seconds") or 0.0))
+    widened_iters, widened_seconds = file_totals(
+        os.path.join(args.work, f"{widened_tag(args, layers, n_train)}.model.npz"))
+    return iters + widened_iters, seconds + widened_seconds
 
 
 def fit_extended(layers, X, args):
@@ -335,7 +338,6 @@ def fit_extended(layers, X, args):
     scratch. Returns (model, seconds of all fits, its tag, EM iterations of all fits,
     training patches)."""
     from dgmmcore import load
-    from dgmmcore._persistence import read_model_file
     *earlier, last = args.add_fresh
     iters, seconds = 0, 0.0
     for k in range(len(earlier) + 1):  # the base network and each finished stage
@@ -347,8 +349,8 @@ def fit_extended(layers, X, args):
             raise SystemExit(f"{path} not found: train it first with the same options "
                              f"{with_stages}")
         if k:
-            iters += load(path).n_iter_
-            seconds += read_model_file(path)[0].get("fit_seconds") or 0.0
+            stage_iters, stage_seconds = file_totals(path)
+            iters, seconds = iters + stage_iters, seconds + stage_seconds
     base_iters, base_seconds = network_totals(args, layers, len(X))
     iters, seconds = iters + base_iters, seconds + base_seconds
     base_tag = extended_tag(args, layers, len(X), earlier)
