@@ -214,6 +214,45 @@ def test_table1_add_fresh_continues_the_network_on_its_patches_and_fresh_ones(tm
 
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_table1_add_validation_images_trains_on_all_train_images(tmp_path, bsds300_script):
+    common = grown_run_options(tmp_path)
+    bsds300_script.main(["table1", "--models", "3,2", *common])
+    # a stage after --add-fresh needs that stage finished first
+    with pytest.raises(SystemExit, match="--add-fresh 600"):
+        bsds300_script.main(["table1", "--models", "3,2", "--add-fresh", "600",
+                             "--add-validation-images", *common])
+    bsds300_script.main(["table1", "--models", "3,2", "--add-validation-images", *common])
+
+    # the same through the public API: the finished network continued on its 1200 patches of
+    # the 180 train images and 1200 / 180 per image of the 20 validation images, 133 rows
+    # drawn apart from the validation patches every run scores
+    X = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
+    extra = load_bsds300(BSDS, "validation", n_patches=133,
+                         random_state=np.random.SeedSequence([0, 2]))
+    scored = load_bsds300(BSDS, "validation", n_patches=300, random_state=0)
+    assert not np.isin(extra[:, 0], np.concatenate([X, scored])[:, 0]).any()
+    model = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0.model.npz"))
+    with np.load(tmp_path / "bsds300-grown-3x2-n1200-s0.ckpt.npz") as f:
+        old = np.stack(np.unravel_index(f["checkpoint_paths"], (3, 2)), axis=1)
+    model.warm_start, model.max_iter, model.n_threads = True, 2, 1
+    model.fit(np.concatenate([X, extra]), init_paths=np.concatenate([old, model.predict(extra)]))
+    saved = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133.model.npz"))
+    for a, b in zip(saved.transforms_, model.transforms_):
+        np.testing.assert_array_equal(a, b)
+
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert [(r["train_patches"], r["added_validation_image_patches"], r["valid_loglik"])
+            for r in rows][1] == (1333, 133, None)  # validation is no longer held out
+    assert rows[0]["valid_loglik"] is not None
+    assert rows[1]["em_iterations"] == rows[0]["em_iterations"] + saved.n_iter_
+    test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
+    assert rows[1]["test_loglik"] == pytest.approx(model.score(test), abs=1e-9)
+    bsds300_script.main(["gaps", "--models", "3,2", "--add-validation-images", *common])
+    gaps = json.loads((tmp_path / "bsds300-gaps.json").read_text())["rows"]
+    assert gaps[0]["model"] == "bsds300-grown-3x2-n1200-s0-plusval133"
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_warm_start_compares_random_and_exact_first_esteps(tmp_path, bsds300_script):
     bsds300_script.main(["table1", "--root", str(BSDS), "--train", "1200", "--test", "300",
                          "--iters", "2", "--models", "4,2", "--threads", "1",

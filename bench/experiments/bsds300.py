@@ -311,11 +311,35 @@ def fresh_train(args, n, stage=0):
     return load_train(args_fresh, n)
 
 
+def fresh_validation_images(args, n):
+    """n training patches of the validation images, for --add-validation-images: the seed's
+    third stream, apart from the validation patches every run scores (the seed's own)."""
+    args_fresh = argparse.Namespace(**{**vars(args), "seed": np.random.SeedSequence([args.seed, 2])})
+    X = load_data(args_fresh, "validation", n)
+    return X.astype(np.float32) if getattr(args, "float32", False) else X
+
+
+def added_stages(args, n_train):
+    """(patches, split) of every stage the network is continued on after its n_train patches:
+    --add-fresh's (the train images), then, with --add-validation-images, as many patches
+    per validation image as the rows before have per train image (the paper's training set
+    is all 200 train images; with it the validation score is no longer held out)."""
+    from dgmmcore.datasets import bsds300_image_ids
+    stages = [(m, "train") for m in args.add_fresh]
+    if getattr(args, "add_validation_images", False):
+        n_rows = n_train + sum(args.add_fresh)
+        per_image = n_rows / len(bsds300_image_ids(args.root, "train"))
+        stages.append((round(per_image * len(bsds300_image_ids(args.root, "validation"))),
+                       "validation"))
+    return stages
+
+
 def extended_tag(args, layers, n_train, stages=None):
-    """File stem of the network_tag network continued on fresh patches, one --add-fresh stage
-    after the other (``stages``: default all of --add-fresh)."""
-    stages = args.add_fresh if stages is None else stages
-    return network_tag(args, layers, n_train) + "".join(f"-plus{m}" for m in stages)
+    """File stem of the network_tag network continued on fresh patches, one stage after the
+    other (``stages``: (patches, split) pairs, default added_stages)."""
+    stages = added_stages(args, n_train) if stages is None else stages
+    return network_tag(args, layers, n_train) + "".join(
+        f"-plus{m}" if split == "train" else f"-plusval{m}" for m, split in stages)
 
 
 def network_totals(args, layers, n_train):
@@ -330,21 +354,22 @@ def network_totals(args, layers, n_train):
 
 def fit_extended(layers, X, args):
     """The finished network the other options name (trained on the --train patches X),
-    continued for --iters EM iterations on X plus the fresh patches of every --add-fresh
-    stage M1, M2, ...: the stages before the last must be finished runs (the same command
-    with fewer stages). The last stage's old rows start from their paths in its base's last
-    checkpoint, its fresh rows from their exact best paths (``predict``; cached beside the
-    checkpoint: 35 min for 6M rows at (600, 5, 5) on 2 cores), so no row starts from
-    scratch. Returns (model, seconds of all fits, its tag, EM iterations of all fits,
-    training patches)."""
+    continued for --iters EM iterations on X plus the fresh patches of every added stage
+    (added_stages: --add-fresh M1, M2, ..., then --add-validation-images): the stages
+    before the last must be finished runs (the same command with fewer stages). The last
+    stage's old rows start from their paths in its base's last checkpoint, its fresh rows
+    from their exact best paths (``predict``; cached beside the checkpoint: 35 min for 6M
+    rows at (600, 5, 5) on 2 cores), so no row starts from scratch. Returns (model, seconds
+    of all fits, its tag, EM iterations of all fits, training patches)."""
     from dgmmcore import load
-    *earlier, last = args.add_fresh
+    stages = added_stages(args, len(X))
+    *earlier, (last, _) = stages
     iters, seconds = 0, 0.0
     for k in range(len(earlier) + 1):  # the base network and each finished stage
         path = os.path.join(args.work, extended_tag(args, layers, len(X), earlier[:k])
                             + ".model.npz")
         if not os.path.exists(path):
-            with_stages = (f"--add-fresh {','.join(map(str, earlier[:k]))}" if k
+            with_stages = (f"--add-fresh {','.join(str(m) for m, _ in earlier[:k])}" if k
                            else "without --add-fresh")
             raise SystemExit(f"{path} not found: train it first with the same options "
                              f"{with_stages}")
@@ -357,11 +382,12 @@ def fit_extended(layers, X, args):
     base = load(path)  # the last network the loop found: the base of the last stage
     tag = extended_tag(args, layers, len(X))
     # every stage's rows in one array, filled draw by draw (no second full copy)
-    X_all = np.empty((len(X) + sum(args.add_fresh), X.shape[1]), dtype=X.dtype)
+    X_all = np.empty((len(X) + sum(m for m, _ in stages), X.shape[1]), dtype=X.dtype)
     X_all[:len(X)] = X
     at = len(X)
-    for stage, m in enumerate(args.add_fresh):
-        X_all[at:at + m] = fresh_train(args, m, stage)
+    for stage, (m, split) in enumerate(stages):
+        X_all[at:at + m] = (fresh_train(args, m, stage) if split == "train"
+                            else fresh_validation_images(args, m))
         at += m
     fresh = X_all[len(X_all) - last:]
 
@@ -395,7 +421,7 @@ def cmd_table1(args):
         print(f"== {layers} on {len(train)} patches{' (grown from the GMM)' if grow else ''}",
               flush=True)
         n_train = len(train)
-        if args.add_fresh:
+        if args.add_fresh or args.add_validation_images:
             model, seconds, tag, hard_iters, n_train = fit_extended(layers, train, args)
         elif args.widen_from:
             model, seconds, tag, hard_iters = fit_widened(layers, train, args)
@@ -415,7 +441,8 @@ def cmd_table1(args):
                                                 start=model, iters=args.soft_iters)
             seconds += soft_seconds
         ll, se = evaluate(model, test)
-        vll, vse = evaluate(model, valid)
+        # a network trained on the validation images has no held-out validation score
+        vll, vse = (None, None) if args.add_validation_images else evaluate(model, valid)
         rows.append({"layers": list(layers), "paths": int(np.prod(layers)),
                      "parameters": int(model.n_parameters()), "train_patches": n_train,
                      "test_patches": len(test), "init": init_label(layers, grow),
@@ -429,12 +456,17 @@ def cmd_table1(args):
                      # of train_patches, these many were added fresh to the finished
                      # network, stage by stage: [M1, M2, ...]
                      "added_fresh_patches": list(args.add_fresh) or None,
+                     # then these many of the validation images (None: never trained on them)
+                     "added_validation_image_patches": (
+                         added_stages(args, len(train))[-1][0]
+                         if args.add_validation_images else None),
                      "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
                      "fit_seconds": seconds, "fit_threads": model.n_threads,  # None: every CPU
                      # rows from many sessions share the file; the top-level machine is the
                      # last writer's, this one is where fit_seconds was measured
                      "machine": machine()["cpu"]})
-        print(f"   test {ll:.3f} +- {se:.3f} nats (validation {vll:.3f}), {seconds:.0f} s",
+        held_out = "trained on" if vll is None else f"{vll:.3f}"
+        print(f"   test {ll:.3f} +- {se:.3f} nats (validation {held_out}), {seconds:.0f} s",
               flush=True)
         old_rows = read_json(f"{args.dataset}.json").get("models", [])
         key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"],  # noqa: E731
@@ -443,7 +475,8 @@ def cmd_table1(args):
                          r.get("reseeding", "copy"),
                          tuple(r.get("continued_from_patches") or ()),
                          tuple(r.get("widened_from") or ()),
-                         tuple(r.get("added_fresh_patches") or ()))
+                         tuple(r.get("added_fresh_patches") or ()),
+                         r.get("added_validation_image_patches"))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
@@ -792,6 +825,12 @@ def main(argv=None):
                         "its --train patches plus M1 fresh ones for --iters EM iterations "
                         "(old rows from their last paths, new rows from their exact best "
                         "paths); M1,M2: that network, finished, continued on M2 more")
+    p.add_argument("--add-validation-images", action="store_true",
+                   help="table1/gaps: continue the finished network the other options name "
+                        "(with its --add-fresh stages) on its rows plus fresh patches of the 20 "
+                        "validation images, as many per image as its rows have per train "
+                        "image, for --iters EM iterations: all 200 train images, the paper's "
+                        "training set, once the layer sizes are chosen (no validation score)")
     p.add_argument("--files", nargs="+", default=[],
                    help="paired: the two model files A and B; estep-gap, warm-start: one network")
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
