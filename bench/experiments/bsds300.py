@@ -101,6 +101,20 @@ def model_tag(args, layers, n_train, grown=False):
     return f"{tag}-f32" if getattr(args, "float32", False) else tag
 
 
+def finished_fit(args, tag, iters=None):
+    """(model, fit seconds) of the run ``tag`` when it finished with --iters (or ``iters``)
+    EM iterations, else None."""
+    from dgmmcore import load
+    from dgmmcore._persistence import read_model_file
+    iters = args.iters if iters is None else iters
+    done = os.path.join(args.work, f"{tag}.model.npz")
+    if not os.path.exists(done):
+        return None
+    model = load(done)
+    model.fit_seconds_ = read_model_file(done)[0].get("fit_seconds")
+    return (model, model.fit_seconds_) if model.max_iter == iters else None
+
+
 def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None, iters=None,
                   init_paths=None):
     """Train with a checkpoint per iteration; resume from it when it exists. ``start``: a model
@@ -109,15 +123,14 @@ def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None, iters=Non
     EM iterations (default --iters)."""
     iters = args.iters if iters is None else iters
     from dgmmcore import DeepGMM, load
-    from dgmmcore._persistence import read_model_file
     os.makedirs(args.work, exist_ok=True)
     ckpt = os.path.join(args.work, f"{tag}.ckpt.npz")
     done = os.path.join(args.work, f"{tag}.model.npz")
+    ready = finished_fit(args, tag, iters)
+    if ready:
+        return ready
     if os.path.exists(done):
         model = load(done)
-        model.fit_seconds_ = read_model_file(done)[0].get("fit_seconds")
-        if model.max_iter == iters:
-            return model, model.fit_seconds_
         # more iterations than the finished run had: go on from its last checkpoint
         if model.max_iter > iters or model.converged_ or not os.path.exists(ckpt):
             raise ValueError(f"{done} was trained for max_iter={model.max_iter}, not "
@@ -379,10 +392,15 @@ def fit_extended(layers, X, args):
     base_iters, base_seconds = network_totals(args, layers, len(X))
     iters, seconds = iters + base_iters, seconds + base_seconds
     base_tag = extended_tag(args, layers, len(X), earlier)
-    base = load(path)  # the last network the loop found: the base of the last stage
     tag = extended_tag(args, layers, len(X))
+    n_rows = len(X) + sum(m for m, _ in stages)
+    ready = finished_fit(args, tag)
+    if ready:  # only to be scored: no need to draw the stages' rows again
+        model, fit_seconds = ready
+        return model, seconds + fit_seconds, tag, iters + model.n_iter_, n_rows
+    base = load(path)  # the last network the loop found: the base of the last stage
     # every stage's rows in one array, filled draw by draw (no second full copy)
-    X_all = np.empty((len(X) + sum(m for m, _ in stages), X.shape[1]), dtype=X.dtype)
+    X_all = np.empty((n_rows, X.shape[1]), dtype=X.dtype)
     X_all[:len(X)] = X
     at = len(X)
     for stage, (m, split) in enumerate(stages):
