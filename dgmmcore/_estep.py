@@ -82,11 +82,16 @@ def exact_scores(table, X, n_threads, best=True):
 
 
 def path_scores(table, X, n_threads):
-    """(n, P) matrix of log pi_p + log N(x | p) for every path (inactive paths: -inf)."""
+    """(n, P) matrix of log pi_p + log N(x | p) for every path (inactive paths: -inf), scored
+    in X's dtype; rows with a score float32 could not hold are rescored in float64."""
     rows, offsets = _all_rows(X.shape[0])
     cand = table.active[None, :]
-    *_, scores = _run(table, X.astype(np.float64, copy=False), rows, offsets, cand, n_threads,
-                      all_scores=True)
+    *_, scores = _run(table, X, rows, offsets, cand, n_threads, all_scores=True)
+    if X.dtype == np.float32:
+        bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))
+        if bad.size:
+            scores[bad] = path_scores(table, X[bad].astype(np.float64), n_threads)[
+                :, table.active]
     n_paths = int(np.prod(table.layers))
     if len(table.active) == n_paths:  # every path active: no second (n, P) array
         return scores

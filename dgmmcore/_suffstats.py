@@ -110,7 +110,8 @@ RESP_FLOOR = 1e-10
 def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR):
     """Responsibility-weighted statistics over all paths and the per-row log-likelihood.
 
-    Scores are computed ``chunk`` rows at a time (an n x P matrix is never held); the
+    Scores are computed ``chunk`` rows at a time (an n x P matrix is never held), in float32
+    for float32 X (statistics in float64 either way); the
     (row, path, responsibility) entries above ``floor`` of ``block`` rows go through the same
     compiled scatter as hard assignments, about the path means, and are centred once."""
     n, D = X.shape
@@ -120,11 +121,14 @@ def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR)
     sums = np.zeros((P, D))
     scat = np.zeros((P, D, D))
     loglik = np.empty(n)
+    # float32 rows are scored in float32, as by the hard E-steps (the table converted once)
+    dtype = np.float32 if X.dtype == np.float32 else np.float64
+    scoring = table.astype(dtype)
     for b_lo in range(0, n, block):
-        Xb = np.ascontiguousarray(X[b_lo:b_lo + block], dtype=np.float64)
+        Xb = np.ascontiguousarray(X[b_lo:b_lo + block], dtype=dtype)
         rows, paths, weights = [], [], []
         for lo in range(0, Xb.shape[0], chunk):
-            resp, lse = _estep.path_posteriors(table, Xb[lo:lo + chunk], n_threads)
+            resp, lse = _estep.path_posteriors(scoring, Xb[lo:lo + chunk], n_threads)
             loglik[b_lo + lo:b_lo + lo + len(lse)] = lse
             r, p = np.nonzero(resp > floor)
             rows.append(r + lo)

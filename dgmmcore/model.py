@@ -287,8 +287,9 @@ class DeepGMM:
         ``objective_`` is the final mean objective: the mean best-path log-density for hard
         EM, the mean log-likelihood for soft EM.
 
-        float32 X is scored in float32 by the hard E-steps (rows that overflow are redone in
-        float64); the statistics, the M-step and the parameters are float64 either way.
+        float32 X is scored in float32 by the E-steps, soft EM's too (rows that overflow are
+        redone in float64); the statistics, the M-step and the parameters are float64 either
+        way.
 
         init_paths : (n, k) ints, with warm_start on a fitted model: each row's path to start
             the first heuristic E-step from, in place of the last fit's paths or the exact

@@ -210,6 +210,18 @@ def test_float32_overflow_rows_are_redone_in_float64():
     np.testing.assert_allclose(s32, s64, rtol=1e-6)
 
 
+def test_float32_path_posteriors_redo_overflowing_rows_in_float64():
+    # the first row overflows float32 on every path (z ~ 1e40); the soft E-step and
+    # predict_proba score float32 rows in float32 and must not turn it into NaN posteriors
+    D = 2
+    A = [np.stack([np.eye(D) * 1e-3, np.eye(D) * 2e-3]), np.stack([np.eye(D), np.eye(D) * 1.5])]
+    model = DeepGMM.from_params(A, [np.zeros((2, D)), np.zeros((2, D))], np.full((2, 2), 0.25))
+    X = np.array([[3e37, 0.0], [1e-3, -1e-3]])
+    p32, p64 = model.predict_proba(X.astype(np.float32)), model.predict_proba(X)
+    assert np.all(np.isfinite(p32))
+    np.testing.assert_allclose(p32, p64, rtol=1e-5, atol=1e-7)
+
+
 def test_float32_heuristic_redoes_overflowing_rows_in_float64():
     # Every path overflows float32 for the first row (z ~ 1e40); in float64 the widest path,
     # (1, 1), is the best one. Without the float64 redo float32 would keep its -inf start.

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from dgmmcore import DeepGMM, _stats
+from dgmmcore import DeepGMM, _estep, _stats
 from dgmmcore._suffstats import hard_stats, soft_stats
 from _reference import component_logpdf, random_params
 
@@ -50,6 +50,24 @@ def test_soft_stats_floor_drops_only_negligible_mass(problem):
     # against the untruncated counts: each row gave up at most `floor` of its weight per path
     lost = resp.sum(axis=0) - stats.counts
     assert np.all(lost >= -1e-12) and np.all(lost <= len(X) * floor)
+
+
+def test_soft_stats_of_float32_rows_score_in_float32(problem, monkeypatch):
+    model, X, _, _ = problem
+    X32 = X.astype(np.float32)
+    table = model._path_table()
+    dtypes = []
+    run = _estep._run
+    monkeypatch.setattr(_estep, "_run", lambda t, Xc, *a, **k: dtypes.append(
+        (t.dtype, Xc.dtype)) or run(t, Xc, *a, **k))
+    stats32, ll32 = soft_stats(X32, table, 2, chunk=100)
+    assert set(dtypes) == {(np.dtype(np.float32), np.dtype(np.float32))}
+    # against float64 statistics of the same (rounded) rows: float32 scoring accuracy
+    stats64, ll64 = soft_stats(X32.astype(np.float64), table, 2)
+    np.testing.assert_allclose(ll32, ll64, rtol=1e-5)
+    np.testing.assert_allclose(stats32.counts, stats64.counts, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stats32.means, stats64.means, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stats32.scatters, stats64.scatters, rtol=1e-4, atol=1e-3)
 
 
 def test_soft_stats_independent_of_threads_and_blocking(problem):

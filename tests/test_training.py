@@ -468,10 +468,11 @@ def test_widen_bad_arguments():
         DeepGMM((3,)).widen((4,))
 
 
-@pytest.mark.parametrize("estep", ["heuristic", "full"])
+@pytest.mark.parametrize("estep", ["heuristic", "full", "soft"])
 def test_float32_fit_follows_the_float64_fit(estep):
     # float32 data are scored in float32 (the statistics stay float64): on a well-separated
-    # model the same paths win, so the fits agree to float32 scoring accuracy.
+    # model the same paths win (soft EM: the responsibilities agree), so the fits agree to
+    # float32 scoring accuracy.
     true = known_model((3, 2), D=4, seed=6)
     X, _ = true.sample(3000, random_state=0)
     X32 = X.astype(np.float32)
@@ -484,7 +485,10 @@ def test_float32_fit_follows_the_float64_fit(estep):
     f64, f32 = fits
     np.testing.assert_array_equal(f32.predict(X), f64.predict(X))
     assert f32.objective_ == pytest.approx(f64.objective_, abs=1e-5)
-    np.testing.assert_allclose(f32.score_samples(X), f64.score_samples(X), rtol=1e-5, atol=1e-5)
+    # soft EM carries every responsibility's rounding into the parameters, and 15 iterations
+    # short of convergence drift along the slow directions: 2.5e-4 nats at most here
+    tol = 1e-4 if estep == "soft" else 1e-5
+    np.testing.assert_allclose(f32.score_samples(X), f64.score_samples(X), rtol=tol, atol=tol)
 
 
 def test_init_paths_are_where_the_first_estep_starts():
