@@ -1,0 +1,78 @@
+"""Soft E-step: every path scored, posteriors, responsibility-weighted statistics (``soft_stats``).
+
+Layers (100, 5, 5) (2,500 paths) at D = 63 on n rows (full run: 40,000), at the top thread
+count: seconds per soft E-step on float64 rows and on their float32 copies (scored in float32
+since session 15; statistics in float64 either way), and, in the same run, scikit-learn's soft
+E-step and statistics for a GaussianMixture of the same 2,500 Gaussians
+(``_estimate_log_prob_resp``, then ``_estimate_gaussian_parameters``: what one soft-EM
+iteration of a GMM that size costs before its M-step), on a subset of the rows and scaled to n
+(both are linear in n). Timed round-robin (``measure_interleaved``).
+"""
+import numpy as np
+
+from common import measure_interleaved, model_data, random_model, row, threads
+
+NAME = "soft"
+
+
+def _sklearn_soft(model, X, t):
+    """scikit-learn's E-step plus its statistics for the model's Gaussians, or None."""
+    try:
+        from sklearn.mixture import GaussianMixture
+        from sklearn.mixture._gaussian_mixture import (_compute_precision_cholesky,
+                                                       _estimate_gaussian_parameters)
+    except ImportError:
+        return None
+    weights, means, covs = model.to_gmm()
+    gm = GaussianMixture(len(weights), covariance_type="full", reg_covar=0.0)
+    gm.weights_, gm.means_, gm.covariances_ = weights, means, covs
+    gm.precisions_cholesky_ = _compute_precision_cholesky(covs, "full")
+
+    def f():
+        with threads(t):
+            _, log_resp = gm._estimate_log_prob_resp(X)
+            return _estimate_gaussian_parameters(X, np.exp(log_resp), 0.0, "full")
+    return f
+
+
+def run(ctx):
+    from dgmmcore._suffstats import soft_stats
+
+    D = ctx.pick(16, 63, 63)
+    layers = ctx.pick((6, 3, 2), (100, 5, 5), (100, 5, 5))
+    n = ctx.pick(2_000, 10_000, 40_000)
+    n_sk = ctx.pick(500, 1_000, 4_000)
+    P = int(np.prod(layers))
+    t = ctx.max_threads
+    model = random_model(layers, D, seed=ctx.seed)
+    X64 = model_data(model, n, seed=ctx.seed + 5)
+    X32 = X64.astype(np.float32)
+    table = model._path_table()
+    fns = {"float64": lambda: soft_stats(X64, table, t),
+           "float32": lambda: soft_stats(X32, table, t)}
+    sk = _sklearn_soft(model, X64[:n_sk], t)
+    if sk is not None:
+        fns["sklearn"] = sk
+    soft_stats(X64[:500], table, t)
+    soft_stats(X32[:500], table, t)
+    reps = max(1, min(ctx.repeats, 3))
+    ms = measure_interleaved(fns, reps, 0, {k: t for k in fns})
+    m64, m32 = ms["float64"], ms["float32"]
+    ll64, ll32 = m64["result"][1], m32["result"][1]
+    case = f"soft E-step {layers} n={n}"
+    rows = [row(NAME, case, f"s/E-step float64 {t}thr", m64["median"], "s", timing=m64,
+                threads=t, n=n, paths=P, D=D),
+            row(NAME, case, f"s/E-step float32 {t}thr", m32["median"], "s",
+                ref=f"float64 rows {t}thr", ref_value=m64["median"],
+                ratio=m64["median"] / m32["median"], timing=m32, threads=t, n=n, paths=P, D=D,
+                max_abs_loglik_diff=float(np.abs(ll32 - ll64).max()))]
+    line = (f"soft E-step {P} paths, n={n}, {t}thr: float64 {m64['median']:.2f}s, float32 "
+            f"{m32['median']:.2f}s ({m64['median'] / m32['median']:.2f}x)")
+    if sk is not None:
+        sk_n = ms["sklearn"]["median"] * n / n_sk
+        rows.append(row(NAME, case, f"sklearn GMM soft E-step + statistics {t}thr (scaled to n)",
+                        sk_n, "s", ref=f"dgmmcore float64 {t}thr", ref_value=m64["median"],
+                        ratio=sk_n / m64["median"], timing=ms["sklearn"], n_measured=n_sk))
+        line += f"; scikit-learn {sk_n:.2f}s scaled from n={n_sk} ({sk_n / m64['median']:.1f}x)"
+    ctx.log(line)
+    return rows
