@@ -90,6 +90,22 @@ def _sums_about(X, rows, path_index, weights, n_paths, shift, n_threads, seg):
     return sums, scat
 
 
+def _accumulate_about(X, rows, path_index, weights, shift, sums, scat, n_threads):
+    """sums[p] += sum w (x - shift[p]) and the upper triangle of scat[p] += sum w (x -
+    shift[p])(x - shift[p])^T over the entries with path p, in place: one task per path (task
+    p writes slot p), so a path's entries are summed by one thread in entry order and no
+    per-task (P, D, D) partials are needed. For block after block of soft entries, where
+    those partials and their reduction would cost more than the scoring at many paths."""
+    P = len(sums)
+    order = np.argsort(path_index, kind="stable").astype(np.intp)
+    offsets = np.zeros(P + 1, dtype=np.intp)
+    np.cumsum(np.bincount(path_index, minlength=P), out=offsets[1:])
+    with single_threaded_blas():
+        _stats.scatter_tasks(X, np.ascontiguousarray(rows[order]), np.arange(P, dtype=np.intp),
+                             offsets[:-1], offsets[1:], shift, sums, scat, n_threads,
+                             np.ascontiguousarray(weights[order], dtype=np.float64))
+
+
 def _centre(counts, sums, scat, shift):
     """From sums about ``shift`` to means and scatters about the means."""
     safe = np.maximum(counts, 1e-300)[:, None]
@@ -113,10 +129,11 @@ def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR)
     Scores are computed ``chunk`` rows at a time (an n x P matrix is never held), in float32
     for float32 X (statistics in float64 either way); the
     (row, path, responsibility) entries above ``floor`` of ``block`` rows go through the same
-    compiled scatter as hard assignments, about the path means, and are centred once."""
+    compiled scatter as hard assignments, about the path means, summed in place block after
+    block (``_accumulate_about``), and are centred once."""
     n, D = X.shape
     P = int(np.prod(table.layers))
-    shift = table.mean64
+    shift = np.ascontiguousarray(table.mean64, dtype=np.float64)
     counts = np.zeros(P)
     sums = np.zeros((P, D))
     scat = np.zeros((P, D, D))
@@ -136,8 +153,7 @@ def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR)
             weights.append(resp[r, p])
         rows, paths, weights = (np.concatenate(a) for a in (rows, paths, weights))
         counts += np.bincount(paths, weights, minlength=P)
-        s, c = _sums_about(Xb, rows.astype(np.intp), paths.astype(np.intp), weights, P, shift,
-                           n_threads, SEGMENT)
-        sums += s
-        scat += c
+        _accumulate_about(Xb, rows.astype(np.intp), paths.astype(np.intp), weights, shift,
+                          sums, scat, n_threads)
+    scat = np.triu(scat) + np.swapaxes(np.triu(scat, 1), 1, 2)  # kernel fills the upper triangle
     return _centre(counts, sums, scat, shift), loglik
