@@ -322,3 +322,35 @@ def test_augment_trains_on_mirrored_and_real_sets_and_pairs_them(tmp_path, bsds3
     diff = fits["n + lr"].score_samples(valid) - fits["real 2n"].score_samples(valid)
     assert rows["n + lr"]["valid_minus_real"] == pytest.approx(diff.mean(), abs=1e-9)
     assert rows["n + lr"]["valid_loglik"] == pytest.approx(fits["n + lr"].score(valid), abs=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_soft_vs_hard_continues_the_network_both_ways_and_pairs_the_scores(tmp_path,
+                                                                          bsds300_script,
+                                                                          monkeypatch):
+    common = grown_run_options(tmp_path)
+    bsds300_script.main(["table1", "--models", "3,2", *common])
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    script = importlib.import_module("soft_vs_hard")
+    monkeypatch.setattr(script, "RESULTS", str(tmp_path))
+    net, ckpt = (tmp_path / f"bsds300-grown-3x2-n1200-s0.{k}.npz" for k in ("model", "ckpt"))
+    script.main(["--model", str(net), "--checkpoint", str(ckpt), "--train", "1200",
+                 "--test", "300", "--root", str(BSDS), "--threads", "1"])
+    (row,) = json.loads((tmp_path / "bsds300-soft-vs-hard.json").read_text())["rows"]
+
+    # the same through the public API
+    X = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
+    test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
+    before = dgmmcore.load(str(net)).score_samples(test)
+    with np.load(ckpt) as f:
+        paths = np.stack(np.unravel_index(f["checkpoint_paths"], (3, 2)), axis=1)
+    for estep, init in (("heuristic", paths), ("soft", None)):
+        model = dgmmcore.load(str(net))
+        model.warm_start, model.estep, model.max_iter, model.n_threads = True, estep, 1, 1
+        model.fit(X, init_paths=init)
+        gain = model.score_samples(test) - before
+        result = row["hard" if estep == "heuristic" else "soft"]
+        assert result["test"] == pytest.approx(gain.mean(), abs=1e-12)
+        assert result["test_stderr"] == pytest.approx(gain.std(ddof=1) / np.sqrt(300))
+        assert result["objective"] == pytest.approx(model.objective_)
+    assert row["before"]["test"] == pytest.approx(before.mean())
