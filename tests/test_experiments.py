@@ -251,13 +251,23 @@ def test_table1_add_validation_images_trains_on_all_train_images(tmp_path, bsds3
     # the finished run is only scored again: its added rows are not drawn again
     def no_draw(*args):
         raise AssertionError("drew the added rows of a finished run")
-    monkeypatch.setattr(bsds300_script, "fresh_validation_images", no_draw)
-    bsds300_script.main(["table1", "--models", "3,2", "--add-validation-images", *common])
+    with monkeypatch.context() as patched:
+        patched.setattr(bsds300_script, "fresh_validation_images", no_draw)
+        bsds300_script.main(["table1", "--models", "3,2", "--add-validation-images", *common])
     again = json.loads((tmp_path / "bsds300.json").read_text())["models"]
     assert again[1]["test_loglik"] == rows[1]["test_loglik"]
     bsds300_script.main(["gaps", "--models", "3,2", "--add-validation-images", *common])
     gaps = json.loads((tmp_path / "bsds300-gaps.json").read_text())["rows"]
     assert gaps[0]["model"] == "bsds300-grown-3x2-n1200-s0-plusval133"
+
+    # soft EM continued from it runs on the same 1333 rows, not on the --train ones
+    bsds300_script.main(["table1", "--models", "3,2", "--add-validation-images",
+                         "--soft-iters", "1", *common])
+    model.estep, model.max_iter = "soft", 1
+    model.fit(np.concatenate([X, extra]))
+    soft = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133-soft1.model.npz"))
+    for a, b in zip(soft.transforms_, model.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")

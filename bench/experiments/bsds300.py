@@ -327,8 +327,8 @@ def fresh_train(args, n, stage=0):
 def fresh_validation_images(args, n):
     """n training patches of the validation images, for --add-validation-images: the seed's
     third stream, apart from the validation patches every run scores (the seed's own)."""
-    args_fresh = argparse.Namespace(**{**vars(args), "seed": np.random.SeedSequence([args.seed, 2])})
-    X = load_data(args_fresh, "validation", n)
+    stream = np.random.SeedSequence([args.seed, 2])
+    X = load_data(argparse.Namespace(**{**vars(args), "seed": stream}), "validation", n)
     return X.astype(np.float32) if getattr(args, "float32", False) else X
 
 
@@ -365,6 +365,19 @@ def network_totals(args, layers, n_train):
     return iters + widened_iters, seconds + widened_seconds
 
 
+def extended_rows(args, X, stages):
+    """X and then every stage's fresh rows (added_stages), in one array filled draw by draw
+    (no second full copy: 24M float32 rows are 6 GB)."""
+    X_all = np.empty((len(X) + sum(m for m, _ in stages), X.shape[1]), dtype=X.dtype)
+    X_all[:len(X)] = X
+    at = len(X)
+    for stage, (m, split) in enumerate(stages):
+        X_all[at:at + m] = (fresh_train(args, m, stage) if split == "train"
+                            else fresh_validation_images(args, m))
+        at += m
+    return X_all
+
+
 def fit_extended(layers, X, args):
     """The finished network the other options name (trained on the --train patches X),
     continued for --iters EM iterations on X plus the fresh patches of every added stage
@@ -399,14 +412,7 @@ def fit_extended(layers, X, args):
         model, fit_seconds = ready
         return model, seconds + fit_seconds, tag, iters + model.n_iter_, n_rows
     base = load(path)  # the last network the loop found: the base of the last stage
-    # every stage's rows in one array, filled draw by draw (no second full copy)
-    X_all = np.empty((n_rows, X.shape[1]), dtype=X.dtype)
-    X_all[:len(X)] = X
-    at = len(X)
-    for stage, (m, split) in enumerate(stages):
-        X_all[at:at + m] = (fresh_train(args, m, stage) if split == "train"
-                            else fresh_validation_images(args, m))
-        at += m
+    X_all = extended_rows(args, X, stages)
     fresh = X_all[len(X_all) - last:]
 
     def init_paths():
@@ -452,10 +458,13 @@ def cmd_table1(args):
             model, seconds = fit_or_resume(layers, train, args, tag)
             hard_iters = model.n_iter_
         if args.soft_iters:
-            # soft EM continued from the hard-EM network
+            # soft EM continued from the hard-EM network, on the rows it was trained on
+            soft_tag, rows_fitted = f"{tag}-soft{args.soft_iters}", train
+            if ((args.add_fresh or args.add_validation_images)
+                    and not finished_fit(args, soft_tag, args.soft_iters)):
+                rows_fitted = extended_rows(args, train, added_stages(args, len(train)))
             model.estep, model.warm_start = "soft", True
-            model, soft_seconds = fit_or_resume(layers, train, args,
-                                                f"{tag}-soft{args.soft_iters}",
+            model, soft_seconds = fit_or_resume(layers, rows_fitted, args, soft_tag,
                                                 start=model, iters=args.soft_iters)
             seconds += soft_seconds
         ll, se = evaluate(model, test)
