@@ -60,13 +60,14 @@ def hard_stats(X, path_index, n_paths, shift, n_threads, seg=SEGMENT):
     path_index = np.asarray(path_index, dtype=np.intp)
     counts = np.bincount(path_index, minlength=n_paths).astype(np.float64)
     rows = np.arange(X.shape[0], dtype=np.intp)
-    sums, scat = _sums_about(X, rows, path_index, None, n_paths, shift, n_threads, seg)
+    sums, scat = _sums_about(X, rows, path_index, n_paths, shift, n_threads, seg)
     return _centre(counts, sums, scat, shift)
 
 
-def _sums_about(X, rows, path_index, weights, n_paths, shift, n_threads, seg):
-    """Per path p: sum w (x - shift[p]) and sum w (x - shift[p])(x - shift[p])^T over the
-    entries (X[rows[i]], path_index[i], weights[i]) with that path (weights None: all 1)."""
+def _sums_about(X, rows, path_index, n_paths, shift, n_threads, seg):
+    """Per path p: sum (x - shift[p]) and sum (x - shift[p])(x - shift[p])^T over the entries
+    (X[rows[i]], path_index[i]) with that path, in tasks of at most ``seg`` rows (a path can
+    hold millions of hard-assigned rows) whose partial sums are then reduced."""
     D = X.shape[1]
     shift = np.ascontiguousarray(shift, dtype=np.float64)
     order = np.argsort(path_index, kind="stable").astype(np.intp)
@@ -75,10 +76,9 @@ def _sums_about(X, rows, path_index, weights, n_paths, shift, n_threads, seg):
     task_path, start, stop = _estep.split_runs(offsets, seg)
     part_sum = np.zeros((len(task_path), D))
     part_scatter = np.zeros((len(task_path), D, D))
-    w = None if weights is None else np.ascontiguousarray(weights[order], dtype=np.float64)
     with single_threaded_blas():
         _stats.scatter_tasks(X, np.ascontiguousarray(rows[order]), task_path, start, stop,
-                             shift, part_sum, part_scatter, n_threads, w)
+                             shift, part_sum, part_scatter, n_threads)
     sums = np.zeros((n_paths, D))
     scat = np.zeros((n_paths, D, D))
     used = np.unique(task_path)

@@ -19,15 +19,10 @@ import warnings
 
 import numpy as np
 
+from bsds300 import DEFAULT_ROOT, mean_and_stderr
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "..", "results")
-DEFAULT_ROOT = os.path.join(HERE, "..", "..", "..", "shared", "data", "bsds300")
-
-
-def paired(a, b):
-    """Mean of b - a and its standard error."""
-    d = b - a
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def main(argv=None):
@@ -71,7 +66,7 @@ def main(argv=None):
             model.fit(X, init_paths=paths if estep == "heuristic" else None)
         result = {"fit_seconds": time.perf_counter() - t0, "objective": model.objective_}
         for k, V in held_out.items():
-            result[k], result[k + "_stderr"] = paired(before[k], model.score_samples(V))
+            result[k], result[k + "_stderr"] = mean_and_stderr(model.score_samples(V) - before[k])
         row[name] = result
         print(f"{name}: {result['fit_seconds']:.0f} s, validation {result['validation']:+.4f} "
               f"+- {result['validation_stderr']:.4f}, test {result['test']:+.4f} "
