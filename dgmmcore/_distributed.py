@@ -25,6 +25,7 @@ from ._validation import check_data
 
 MAX_ATTEMPTS = 3
 POLL_SECONDS = 2.0
+WORKER_WAIT_SECONDS = 30.0  # for a first worker, when the cluster has none
 
 
 def import_distributed():
@@ -100,7 +101,16 @@ class DaskExecutor:
         self.distributed = distributed
         workers = sorted(self.client.scheduler_info()["workers"])
         if not workers:
-            raise RuntimeError("the Dask cluster has no workers")
+            # a cluster still starting, or one whose workers are being replaced, has none for
+            # a moment: wait for one before giving up
+            try:
+                self.client.wait_for_workers(1, timeout=WORKER_WAIT_SECONDS)
+            except TimeoutError:
+                pass
+            workers = sorted(self.client.scheduler_info()["workers"])
+        if not workers:
+            raise RuntimeError(f"the Dask cluster has no workers (waited "
+                               f"{WORKER_WAIT_SECONDS:g} s for one)")
         if is_dask_array(X):
             if X.ndim != 2:
                 raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")

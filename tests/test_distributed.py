@@ -120,3 +120,11 @@ def test_no_client_for_dask_array_is_a_clear_error(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=300, cwd=tmp_path)  # not the repo root: its dgmmcore has no .so
     assert "REFUSED" in res.stdout and "no Dask client" in res.stdout, res.stdout + res.stderr
+
+
+def test_a_cluster_without_workers_is_refused_after_a_wait(tmp_path, monkeypatch):
+    monkeypatch.setattr(_distributed, "WORKER_WAIT_SECONDS", 0.5)
+    with distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=":0",
+                                  host="127.0.0.1") as cluster, distributed.Client(cluster) as c:
+        with pytest.raises(RuntimeError, match=r"no workers \(waited 0.5 s"):
+            _distributed.DaskExecutor(data(100), c, 1)
