@@ -11,23 +11,17 @@ their standard errors, go to bench/results/bsds300-soft-vs-hard.json.
 """
 import argparse
 import copy
-import json
 import os
 import sys
 import time
 import warnings
 
-import numpy as np
-
-from bsds300 import DEFAULT_ROOT, mean_and_stderr
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "..", "results")
+from bsds300 import (DEFAULT_ROOT, checkpoint_paths, load_data, load_train, mean_and_stderr,
+                     merge_rows, read_json, write_json)
 
 
 def main(argv=None):
-    from dgmmcore import ConvergenceWarning, datasets, load
-    from dgmmcore._network import unravel_paths
+    from dgmmcore import ConvergenceWarning, load
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True)
     p.add_argument("--checkpoint", help="the network's checkpoint: its rows' last paths")
@@ -39,21 +33,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--iters", type=int, default=1)
     args = p.parse_args(argv)
+    args.dataset = "bsds300"  # what bsds300.py's loaders read
 
-    X = datasets.load_bsds300(args.root, "train", n_patches=args.train, random_state=args.seed)
-    if args.float32:
-        X = X.astype(np.float32)
-    held_out = {"validation": datasets.load_bsds300(args.root, "validation",
-                                                    n_patches=min(args.test, 50_000),
-                                                    random_state=args.seed),
-                "test": datasets.load_bsds300(args.root, "test", n_patches=args.test,
-                                              random_state=args.seed)}
+    X = load_train(args, args.train)
+    held_out = {"validation": load_data(args, "validation", min(args.test, 50_000)),
+                "test": load_data(args, "test", args.test)}
     base = load(args.model)
     base.n_threads = args.threads
-    paths = None
-    if args.checkpoint:
-        with np.load(args.checkpoint, allow_pickle=False) as f:
-            paths = unravel_paths(f["checkpoint_paths"], base.layers)
+    paths = checkpoint_paths(args.checkpoint, base.layers) if args.checkpoint else None
     before = {k: base.score_samples(V) for k, V in held_out.items()}
     row = {"model": os.path.basename(args.model), "train_patches": args.train,
            "iterations": args.iters, "before": {k: float(v.mean()) for k, v in before.items()}}
@@ -72,13 +59,9 @@ def main(argv=None):
               f"+- {result['validation_stderr']:.4f}, test {result['test']:+.4f} "
               f"+- {result['test_stderr']:.4f} (paired, against the network as it was)",
               flush=True)
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, "bsds300-soft-vs-hard.json")
-    rows = json.load(open(path))["rows"] if os.path.exists(path) else []
-    key = (row["model"], row["train_patches"], row["iterations"])
-    rows = [r for r in rows if (r["model"], r["train_patches"], r["iterations"]) != key] + [row]
-    with open(path, "w") as f:
-        json.dump({"rows": rows}, f, indent=1)
+    key = lambda r: (r["model"], r["train_patches"], r["iterations"])  # noqa: E731
+    old_rows = read_json("bsds300-soft-vs-hard.json").get("rows", [])
+    write_json("bsds300-soft-vs-hard.json", {"rows": merge_rows(old_rows, [row], key)})
 
 
 if __name__ == "__main__":
