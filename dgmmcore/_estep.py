@@ -130,15 +130,73 @@ def coordinate_ascent(table, X, paths, passes, n_threads):
     return paths, score
 
 
-def _best_choice(table, X, base, stride, n_choices, n_threads):
-    """Per row, the best of the paths base + stride * k (k < n_choices): its k and score.
-    Rows with the same base share one candidate list and are scored together."""
+def _choice_groups(base, stride, n_choices):
+    """Rows grouped by their fixed part ``base``: (row order, group offsets, candidates
+    base + stride * k per group, k < n_choices)."""
     order = np.argsort(base, kind="stable").astype(np.intp)
     keys, starts = np.unique(base[order], return_index=True)
     offsets = np.append(starts, len(order)).astype(np.intp)
     cand = keys[:, None] + stride * np.arange(n_choices, dtype=np.intp)[None, :]
+    return order, offsets, cand
+
+
+def _best_choice(table, X, base, stride, n_choices, n_threads):
+    """Per row, the best of the paths base + stride * k (k < n_choices): its k and score.
+    Rows with the same base share one candidate list and are scored together."""
+    order, offsets, cand = _choice_groups(base, stride, n_choices)
     _, arg, score, _ = _run(table, X, order, offsets, cand, n_threads, best=True)
     return arg, score
+
+
+def layer_scores(table, X, paths, j, n_threads):
+    """(n, N_j) scores of every choice of layer j, the rest of each row's path (``paths``,
+    (n, k) node indices) fixed."""
+    layers = table.layers
+    fixed = np.array(paths, dtype=np.intp, copy=True)
+    fixed[:, j] = 0
+    stride = int(np.prod(layers[j + 1:], dtype=np.int64))
+    order, offsets, cand = _choice_groups(ravel_paths(fixed, layers), stride, layers[j])
+    *_, scores = _run(table, X, order, offsets, cand, n_threads, all_scores=True)
+    return scores
+
+
+def truncated_candidates(table, X, paths, keep, n_threads):
+    """(n, C) path numbers around each row's path ``paths`` (n, k): every combination of the
+    ``keep`` best choices of each layer, each layer's choices ranked with the rest of the path
+    fixed at the row's (a layer of at most ``keep`` nodes keeps them all; the row's own choice
+    is always kept). C = prod(min(keep, N_j)); the row's own path is among them."""
+    layers = table.layers
+    n = len(paths)
+    flat = np.zeros((n, 1), dtype=np.intp)
+    for j, n_j in enumerate(layers):
+        if keep >= n_j:
+            kept = np.broadcast_to(np.arange(n_j, dtype=np.intp), (n, n_j))
+        else:
+            scores = layer_scores(table, X, paths, j, n_threads)
+            scores[np.arange(n), paths[:, j]] = np.inf
+            kept = np.argpartition(-scores, keep - 1, axis=1)[:, :keep].astype(np.intp)
+        flat = (flat[:, :, None] * n_j + kept[:, None, :]).reshape(n, -1)
+    return flat
+
+
+def candidate_scores(table, X, cand, n_threads):
+    """(n, C) scores of each row against its own candidate paths ``cand`` (n, C). The (row,
+    path) pairs are grouped by path, so each path scores all its rows in one run of tasks."""
+    n, C = cand.shape
+    P = len(table.const)
+    flat = cand.ravel()
+    order = np.argsort(flat, kind="stable").astype(np.intp)
+    offsets = np.zeros(P + 1, dtype=np.intp)
+    np.cumsum(np.bincount(flat, minlength=P), out=offsets[1:])
+    group, start, stop = split_runs(offsets)
+    by_path = np.full((n * C, 1), np.nan)
+    t = table.astype(X.dtype)
+    _scoring.score_groups(X, t.R, t.mean, t.const, order // C, group, start, stop,
+                          np.arange(P, dtype=np.intp)[:, None], _EMPTY_F, _EMPTY_I, _EMPTY_F,
+                          by_path, n_threads, True)
+    scores = np.empty(n * C)
+    scores[order] = by_path[:, 0]
+    return scores.reshape(n, C)
 
 
 def _splitmix64(x):

@@ -123,6 +123,34 @@ def _centre(counts, sums, scat, shift):
 RESP_FLOOR = 1e-10
 
 
+class _WeightedSums:
+    """Responsibility-weighted counts, sums and scatters about the path means, accumulated
+    block after block of (row, path, weight) entries (``_accumulate_about``)."""
+
+    def __init__(self, table, D):
+        P = int(np.prod(table.layers))
+        self.shift = np.ascontiguousarray(table.mean64, dtype=np.float64)
+        self.counts = np.zeros(P)
+        self.sums = np.zeros((P, D))
+        self.scat = np.zeros((P, D, D))
+
+    def add(self, X, rows, paths, weights, n_threads):
+        paths = paths.astype(np.intp)
+        self.counts += np.bincount(paths, weights, minlength=len(self.counts))
+        _accumulate_about(X, rows.astype(np.intp), paths, weights, self.shift, self.sums,
+                          self.scat, n_threads)
+
+    def stats(self):
+        # the kernel fills the upper triangle
+        scat = np.triu(self.scat) + np.swapaxes(np.triu(self.scat, 1), 1, 2)
+        return _centre(self.counts, self.sums, scat, self.shift)
+
+
+def _scoring_dtype(X):
+    """float32 rows are scored in float32, as by the hard E-steps."""
+    return np.float32 if X.dtype == np.float32 else np.float64
+
+
 def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR):
     """Responsibility-weighted statistics over all paths and the per-row log-likelihood.
 
@@ -132,15 +160,10 @@ def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR)
     compiled scatter as hard assignments, about the path means, summed in place block after
     block (``_accumulate_about``), and are centred once."""
     n, D = X.shape
-    P = int(np.prod(table.layers))
-    shift = np.ascontiguousarray(table.mean64, dtype=np.float64)
-    counts = np.zeros(P)
-    sums = np.zeros((P, D))
-    scat = np.zeros((P, D, D))
+    acc = _WeightedSums(table, D)
     loglik = np.empty(n)
-    # float32 rows are scored in float32, as by the hard E-steps (the table converted once)
-    dtype = np.float32 if X.dtype == np.float32 else np.float64
-    scoring = table.astype(dtype)
+    dtype = _scoring_dtype(X)
+    scoring = table.astype(dtype)  # converted once
     for b_lo in range(0, n, block):
         Xb = np.ascontiguousarray(X[b_lo:b_lo + block], dtype=dtype)
         rows, paths, weights = [], [], []
@@ -151,9 +174,48 @@ def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR)
             rows.append(r + lo)
             paths.append(p)
             weights.append(resp[r, p])
-        rows, paths, weights = (np.concatenate(a) for a in (rows, paths, weights))
-        counts += np.bincount(paths, weights, minlength=P)
-        _accumulate_about(Xb, rows.astype(np.intp), paths.astype(np.intp), weights, shift,
-                          sums, scat, n_threads)
-    scat = np.triu(scat) + np.swapaxes(np.triu(scat, 1), 1, 2)  # kernel fills the upper triangle
-    return _centre(counts, sums, scat, shift), loglik
+        acc.add(Xb, *(np.concatenate(a) for a in (rows, paths, weights)), n_threads)
+    return acc.stats(), loglik
+
+
+# Candidate (row, path) pairs per block of truncated soft EM: bounds the block's few arrays
+# of that length (~0.5 GB at 2^24).
+TRUNCATED_BLOCK_PAIRS = 1 << 24
+
+
+def truncated_stats(X, table, paths, keep, n_threads, floor=RESP_FLOOR,
+                    block_pairs=TRUNCATED_BLOCK_PAIRS):
+    """Statistics of truncated soft EM and the per-row log-sum-exp over the candidates.
+
+    Each row's responsibilities are its posterior restricted to its candidate paths
+    (``_estep.truncated_candidates`` around ``paths``, (n, k) node indices: the keep best
+    choices per layer) and renormalised over them: the best distribution over paths within
+    that set, so the log-sum-exp over the candidates is a lower bound on log p(x) that is at
+    least the path's own score (hard EM is keep=1; keep >= every N_j is soft EM).
+    Entries above ``floor`` are accumulated as in ``soft_stats``."""
+    n, D = X.shape
+    n_cand = int(np.prod([min(keep, n_j) for n_j in table.layers]))
+    block = max(1, block_pairs // n_cand)
+    acc = _WeightedSums(table, D)
+    loglik = np.empty(n)
+    dtype = _scoring_dtype(X)
+    scoring = table.astype(dtype)
+    for lo in range(0, n, block):
+        Xb = np.ascontiguousarray(X[lo:lo + block], dtype=dtype)
+        cand = _estep.truncated_candidates(scoring, Xb, paths[lo:lo + block], keep, n_threads)
+        scores = _estep.candidate_scores(scoring, Xb, cand, n_threads)
+        top = scores.max(axis=1)
+        bad = np.flatnonzero(~np.isfinite(top))
+        if bad.size and dtype == np.float32:  # float32 overflowed where float64 may not
+            scores[bad] = _estep.candidate_scores(table.astype(np.float64),
+                                                  Xb[bad].astype(np.float64), cand[bad],
+                                                  n_threads)
+            top[bad] = scores[bad].max(axis=1)
+        scores -= top[:, None]
+        np.exp(scores, out=scores)
+        total = scores.sum(axis=1)
+        scores /= total[:, None]
+        loglik[lo:lo + len(Xb)] = top + np.log(total)
+        r, c = np.nonzero(scores > floor)
+        acc.add(Xb, r, cand[r, c], scores[r, c], n_threads)
+    return acc.stats(), loglik

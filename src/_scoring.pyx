@@ -76,6 +76,7 @@ cdef void _score_task(
     cnp.intp_t[::1] out_best,
     double[::1] out_best_score,
     double[:, ::1] out_all,
+    bint all_by_position,
 ) noexcept nogil:
     cdef int m = <int> (stop - start)
     cdef int D = <int> X.shape[1]
@@ -105,7 +106,7 @@ cdef void _score_task(
         for r in range(m):
             score = const_[p] - 0.5 * sqnorm[r]
             if want_all:
-                out_all[rows[start + r], c] = score
+                out_all[start + r if all_by_position else rows[start + r], c] = score
             mx = run_max[r]
             if score > mx:
                 # New maximum: rescale the running sum (it is 0 for the first finite score).
@@ -143,6 +144,7 @@ def score_groups(
     double[::1] out_best_score,
     double[:, ::1] out_all,
     int n_threads,
+    bint all_by_position=False,
 ):
     """Score grouped rows against their groups' candidate paths (see the module docstring).
 
@@ -159,6 +161,8 @@ def score_groups(
         that maximum, or empty arrays to skip.
     out_all : (n, C) every candidate's score, or a (0, C) array to skip.
     n_threads : OpenMP threads.
+    all_by_position : write out_all[i] for position i of ``rows`` instead of row rows[i]
+        (out_all then has len(rows) rows): for ``rows`` that name a row more than once.
 
     Only rows named in ``rows`` are written.
     """
@@ -204,7 +208,7 @@ def score_groups(
                 g = task_group[t]
                 _score_task(X, R, mean, const_, rows, &cand[g, 0], cand.shape[1], task_start[t],
                             task_stop[t], ldt, xt, work, sqnorm, run_max, run_sum, run_arg,
-                            out_lse, out_best, out_best_score, out_all)
+                            out_lse, out_best, out_best_score, out_all, all_by_position)
         finally:
             free(xt)
             free(work)
