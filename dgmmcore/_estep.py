@@ -161,42 +161,48 @@ def layer_scores(table, X, paths, j, n_threads):
 
 
 def truncated_candidates(table, X, paths, keep, n_threads):
-    """(n, C) path numbers around each row's path ``paths`` (n, k): every combination of the
+    """Each row's candidate paths around its path ``paths`` (n, k): every combination of the
     ``keep`` best choices of each layer, each layer's choices ranked with the rest of the path
-    fixed at the row's (a layer of at most ``keep`` nodes keeps them all; the row's own choice
-    is always kept). C = prod(min(keep, N_j)); the row's own path is among them."""
+    fixed at the row's (the row's own choice always kept, so its path is a candidate).
+
+    Returned factored as (bases (n, B), offsets (F,)): row i's candidates are
+    bases[i, b] + offsets[f]. The layers of at most ``keep`` nodes keep all their choices, the
+    same for every row: they make ``offsets``, and the rows that share a base share those F
+    candidates (``candidate_scores`` scores them together). B * F = prod(min(keep, N_j))."""
     layers = table.layers
     n = len(paths)
-    flat = np.zeros((n, 1), dtype=np.intp)
+    strides = [int(np.prod(layers[j + 1:], dtype=np.int64)) for j in range(len(layers))]
+    bases = np.zeros((n, 1), dtype=np.intp)
+    offsets = np.zeros(1, dtype=np.intp)
     for j, n_j in enumerate(layers):
         if keep >= n_j:
-            kept = np.broadcast_to(np.arange(n_j, dtype=np.intp), (n, n_j))
-        else:
-            scores = layer_scores(table, X, paths, j, n_threads)
-            scores[np.arange(n), paths[:, j]] = np.inf
-            kept = np.argpartition(-scores, keep - 1, axis=1)[:, :keep].astype(np.intp)
-        flat = (flat[:, :, None] * n_j + kept[:, None, :]).reshape(n, -1)
-    return flat
+            offsets = (offsets[:, None] + strides[j] * np.arange(n_j, dtype=np.intp)).ravel()
+            continue
+        scores = layer_scores(table, X, paths, j, n_threads)
+        scores[np.arange(n), paths[:, j]] = np.inf
+        kept = np.argpartition(-scores, keep - 1, axis=1)[:, :keep].astype(np.intp)
+        bases = (bases[:, :, None] + strides[j] * kept[:, None, :]).reshape(n, -1)
+    return bases, offsets
 
 
-def candidate_scores(table, X, cand, n_threads):
-    """(n, C) scores of each row against its own candidate paths ``cand`` (n, C). The (row,
-    path) pairs are grouped by path, so each path scores all its rows in one run of tasks."""
-    n, C = cand.shape
-    P = len(table.const)
-    flat = cand.ravel()
+def candidate_scores(table, X, bases, offsets, n_threads):
+    """(n, B * F) scores of row i against its candidates bases[i, b] + offsets[f] (in that
+    order, f fastest). The (row, base) pairs are grouped by base, so each group's rows are
+    gathered once and scored against its F candidates together."""
+    n, B = bases.shape
+    flat = bases.ravel()
     order = np.argsort(flat, kind="stable").astype(np.intp)
-    offsets = np.zeros(P + 1, dtype=np.intp)
-    np.cumsum(np.bincount(flat, minlength=P), out=offsets[1:])
-    group, start, stop = split_runs(offsets)
-    by_path = np.full((n * C, 1), np.nan)
+    keys, starts = np.unique(flat[order], return_index=True)
+    group_offsets = np.append(starts, len(order)).astype(np.intp)
+    group, start, stop = split_runs(group_offsets)
+    by_position = np.full((n * B, len(offsets)), np.nan)
     t = table.astype(X.dtype)
-    _scoring.score_groups(X, t.R, t.mean, t.const, order // C, group, start, stop,
-                          np.arange(P, dtype=np.intp)[:, None], _EMPTY_F, _EMPTY_I, _EMPTY_F,
-                          by_path, n_threads, True)
-    scores = np.empty(n * C)
-    scores[order] = by_path[:, 0]
-    return scores.reshape(n, C)
+    _scoring.score_groups(X, t.R, t.mean, t.const, order // B, group, start, stop,
+                          keys[:, None] + offsets[None, :], _EMPTY_F, _EMPTY_I, _EMPTY_F,
+                          by_position, n_threads, True)
+    scores = np.empty_like(by_position)
+    scores[order] = by_position
+    return scores.reshape(n, B * len(offsets))
 
 
 def _splitmix64(x):

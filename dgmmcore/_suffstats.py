@@ -181,10 +181,13 @@ def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR)
 # Candidate (row, path) pairs per block of truncated soft EM: bounds the block's few arrays
 # of that length (~0.5 GB at 2^24).
 TRUNCATED_BLOCK_PAIRS = 1 << 24
+# Entries (above the floor) collected over blocks before they are accumulated: the scatter
+# kernel then sees hundreds of entries per path per call, where its SYRKs run efficiently.
+ACCUMULATE_ENTRIES = 1 << 23
 
 
 def truncated_stats(X, table, paths, keep, n_threads, floor=RESP_FLOOR,
-                    block_pairs=TRUNCATED_BLOCK_PAIRS):
+                    block_pairs=TRUNCATED_BLOCK_PAIRS, accumulate_entries=ACCUMULATE_ENTRIES):
     """Statistics of truncated soft EM and the per-row log-sum-exp over the candidates.
 
     Each row's responsibilities are its posterior restricted to its candidate paths
@@ -199,17 +202,20 @@ def truncated_stats(X, table, paths, keep, n_threads, floor=RESP_FLOOR,
     acc = _WeightedSums(table, D)
     loglik = np.empty(n)
     dtype = _scoring_dtype(X)
+    X = np.ascontiguousarray(X, dtype=dtype)
     scoring = table.astype(dtype)
+    entries, n_entries = [], 0
     for lo in range(0, n, block):
-        Xb = np.ascontiguousarray(X[lo:lo + block], dtype=dtype)
-        cand = _estep.truncated_candidates(scoring, Xb, paths[lo:lo + block], keep, n_threads)
-        scores = _estep.candidate_scores(scoring, Xb, cand, n_threads)
+        Xb = X[lo:lo + block]
+        bases, offsets = _estep.truncated_candidates(scoring, Xb, paths[lo:lo + block], keep,
+                                                     n_threads)
+        scores = _estep.candidate_scores(scoring, Xb, bases, offsets, n_threads)
         top = scores.max(axis=1)
         bad = np.flatnonzero(~np.isfinite(top))
         if bad.size and dtype == np.float32:  # float32 overflowed where float64 may not
             scores[bad] = _estep.candidate_scores(table.astype(np.float64),
-                                                  Xb[bad].astype(np.float64), cand[bad],
-                                                  n_threads)
+                                                  Xb[bad].astype(np.float64), bases[bad],
+                                                  offsets, n_threads)
             top[bad] = scores[bad].max(axis=1)
         scores -= top[:, None]
         np.exp(scores, out=scores)
@@ -217,5 +223,10 @@ def truncated_stats(X, table, paths, keep, n_threads, floor=RESP_FLOOR,
         scores /= total[:, None]
         loglik[lo:lo + len(Xb)] = top + np.log(total)
         r, c = np.nonzero(scores > floor)
-        acc.add(Xb, r, cand[r, c], scores[r, c], n_threads)
+        entries.append((r + lo, bases[r, c // len(offsets)] + offsets[c % len(offsets)],
+                        scores[r, c]))
+        n_entries += len(r)
+        if n_entries >= accumulate_entries or lo + block >= n:
+            acc.add(X, *(np.concatenate(a) for a in zip(*entries)), n_threads)
+            entries, n_entries = [], 0
     return acc.stats(), loglik

@@ -49,27 +49,29 @@ def brute_candidates(logp, anchors, keep):
 def test_candidates_and_their_scores_match_scipy(problem, keep):
     model, X, logp, anchors = problem
     table = model._path_table()
-    cand = _estep.truncated_candidates(table, X, anchors, keep, 2)
+    bases, offsets = _estep.truncated_candidates(table, X, anchors, keep, 2)
+    cand = (bases[:, :, None] + offsets).reshape(len(X), -1)
     assert cand.shape == (len(X), int(np.prod([min(keep, n) for n in LAYERS])))
     assert [set(c.tolist()) for c in cand] == brute_candidates(logp, anchors, keep)
     # the anchor is always a candidate
     flat = np.ravel_multi_index(tuple(anchors.T), LAYERS)
     assert np.all((cand == flat[:, None]).any(axis=1))
-    scores = _estep.candidate_scores(table, X, cand, 2)
+    scores = _estep.candidate_scores(table, X, bases, offsets, 2)
     np.testing.assert_allclose(scores, np.take_along_axis(logp, cand, axis=1), rtol=1e-10)
 
 
 @pytest.mark.parametrize("keep", [2, 3])
 def test_truncated_stats_are_the_posterior_restricted_to_the_candidates(problem, keep):
     model, X, logp, anchors = problem
-    cand = _estep.truncated_candidates(model._path_table(), X, anchors, keep, 2)
+    bases, offsets = _estep.truncated_candidates(model._path_table(), X, anchors, keep, 2)
+    cand = (bases[:, :, None] + offsets).reshape(len(X), -1)
     mask = np.zeros(logp.shape, dtype=bool)
     np.put_along_axis(mask, cand, True, axis=1)
     restricted = np.where(mask, logp, -np.inf)
     bound = logsumexp(restricted, axis=1)
     resp = np.exp(restricted - bound[:, None])
     stats, loglik = truncated_stats(X, model._path_table(), anchors, keep, 2, floor=0.0,
-                                    block_pairs=500)  # many blocks
+                                    block_pairs=500, accumulate_entries=1000)  # many blocks
     counts, means, scat = reference_stats(X, resp)
     np.testing.assert_allclose(loglik, bound, rtol=1e-10)
     used = counts > 0
