@@ -195,13 +195,12 @@ def candidate_scores(table, X, bases, offsets, n_threads):
     keys, starts = np.unique(flat[order], return_index=True)
     group_offsets = np.append(starts, len(order)).astype(np.intp)
     group, start, stop = split_runs(group_offsets)
-    by_position = np.full((n * B, len(offsets)), np.nan)
+    # row i's pair b goes to row i * B + b of the output: (n, B * F) once reshaped
+    scores = np.full((n * B, len(offsets)), np.nan)
     t = table.astype(X.dtype)
     _scoring.score_groups(X, t.R, t.mean, t.const, order // B, group, start, stop,
                           keys[:, None] + offsets[None, :], _EMPTY_F, _EMPTY_I, _EMPTY_F,
-                          by_position, n_threads, True)
-    scores = np.empty_like(by_position)
-    scores[order] = by_position
+                          scores, n_threads, order)
     return scores.reshape(n, B * len(offsets))
 
 

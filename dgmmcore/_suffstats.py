@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _estep, _stats
+from . import _estep, _scoring, _stats
 from ._threads import single_threaded_blas
 
 # Rows per statistics task: large enough to amortise the task, small enough to balance threads.
@@ -210,21 +210,13 @@ def truncated_stats(X, table, paths, keep, n_threads, floor=RESP_FLOOR,
         bases, offsets = _estep.truncated_candidates(scoring, Xb, paths[lo:lo + block], keep,
                                                      n_threads)
         scores = _estep.candidate_scores(scoring, Xb, bases, offsets, n_threads)
-        top = scores.max(axis=1)
-        bad = np.flatnonzero(~np.isfinite(top))
+        bad = np.flatnonzero(~np.isfinite(scores.max(axis=1)))
         if bad.size and dtype == np.float32:  # float32 overflowed where float64 may not
             scores[bad] = _estep.candidate_scores(table.astype(np.float64),
                                                   Xb[bad].astype(np.float64), bases[bad],
                                                   offsets, n_threads)
-            top[bad] = scores[bad].max(axis=1)
-        scores -= top[:, None]
-        np.exp(scores, out=scores)
-        total = scores.sum(axis=1)
-        scores /= total[:, None]
-        loglik[lo:lo + len(Xb)] = top + np.log(total)
-        r, c = np.nonzero(scores > floor)
-        entries.append((r + lo, bases[r, c // len(offsets)] + offsets[c % len(offsets)],
-                        scores[r, c]))
+        loglik[lo:lo + len(Xb)], r, c, w = _scoring.posterior_entries(scores, floor, n_threads)
+        entries.append((r + lo, bases[r, c // len(offsets)] + offsets[c % len(offsets)], w))
         n_entries += len(r)
         if n_entries >= accumulate_entries or lo + block >= n:
             acc.add(X, *(np.concatenate(a) for a in zip(*entries)), n_threads)

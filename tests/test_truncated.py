@@ -8,7 +8,7 @@ import pytest
 from scipy.special import logsumexp
 
 from dgmmcore import ConvergenceWarning, DeepGMM, load
-from dgmmcore import _estep
+from dgmmcore import _estep, _scoring
 from dgmmcore._suffstats import hard_stats, soft_stats, truncated_stats
 from _reference import component_logpdf, random_params
 from test_suffstats import reference_stats
@@ -174,3 +174,23 @@ def test_without_the_final_estep_the_parameters_are_those_of_the_full_run(proble
     assert short.objective_ == short.history_[-1]["objective"] == full.history_[3]["objective"]
     with pytest.raises(ValueError, match="no E-step"):
         DeepGMM(LAYERS, max_iter=0).fit(X, final_estep=False)
+
+
+def test_posterior_entries_against_numpy():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(scale=30.0, size=(50, 7))
+    scores[3, 2] = -np.inf
+    scores[7] = -np.inf  # no finite score: no entries, loglik -inf
+    ref = np.where(np.isinf(scores), -np.inf, scores)
+    lse = logsumexp(ref[np.arange(50) != 7], axis=1)
+    post = np.exp(ref[np.arange(50) != 7] - lse[:, None])
+    for threads in (1, 2):
+        work = scores.copy()
+        loglik, rows, cols, weights = _scoring.posterior_entries(work, 1e-6, threads)
+        np.testing.assert_allclose(np.delete(loglik, 7), lse, rtol=1e-13)
+        assert loglik[7] == -np.inf and 7 not in rows
+        r_ref, c_ref = np.nonzero(np.insert(post, 7, 0.0, axis=0) > 1e-6)
+        np.testing.assert_array_equal(rows, r_ref)
+        np.testing.assert_array_equal(cols, c_ref)
+        np.testing.assert_allclose(weights, np.insert(post, 7, 0.0, axis=0)[r_ref, c_ref],
+                                   rtol=1e-12)
