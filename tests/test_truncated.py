@@ -9,7 +9,8 @@ from scipy.special import logsumexp
 
 from dgmmcore import ConvergenceWarning, DeepGMM, load
 from dgmmcore import _estep, _scoring
-from dgmmcore._suffstats import hard_stats, soft_stats, truncated_stats
+from dgmmcore import _suffstats
+from dgmmcore._suffstats import RESP_FLOOR, hard_stats, soft_stats, truncated_stats
 from _reference import component_logpdf, random_params
 from test_suffstats import reference_stats
 
@@ -78,6 +79,11 @@ def test_truncated_stats_are_the_posterior_restricted_to_the_candidates(problem,
     np.testing.assert_allclose(stats.counts, counts, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(stats.means[used], means[used], rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(stats.scatters, scat, rtol=1e-9, atol=1e-9)
+    # the default floor gives up at most TRUNCATED_FLOOR per candidate of a row's weight
+    floored, _ = truncated_stats(X, model._path_table(), anchors, keep, 2)
+    lost = counts - floored.counts
+    assert np.all(lost >= -1e-12)
+    assert lost.sum() <= len(X) * cand.shape[1] * _suffstats.TRUNCATED_FLOOR
     # a lower bound on log p(x), at least the anchor's own score
     anchor_score = logp[np.arange(len(X)), np.ravel_multi_index(tuple(anchors.T), LAYERS)]
     assert np.all(loglik <= logsumexp(logp, axis=1) + 1e-12)
@@ -93,7 +99,7 @@ def test_one_choice_per_layer_is_hard_em_and_every_choice_is_soft_em(problem):
     np.testing.assert_array_equal(one.counts, hard.counts)
     np.testing.assert_allclose(one.scatters, hard.scatters, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ll_one, logp[np.arange(len(X)), flat], rtol=1e-12)
-    every, ll_every = truncated_stats(X, table, anchors, max(LAYERS), 2)
+    every, ll_every = truncated_stats(X, table, anchors, max(LAYERS), 2, floor=RESP_FLOOR)
     soft, ll_soft = soft_stats(X, table, 2)
     np.testing.assert_allclose(ll_every, ll_soft, rtol=1e-12)
     np.testing.assert_allclose(every.counts, soft.counts, rtol=1e-12)
@@ -124,8 +130,9 @@ def fit(X, **kw):
         return DeepGMM(LAYERS, max_iter=4, random_state=0, n_threads=2, **kw).fit(X)
 
 
-def test_truncation_of_every_choice_fits_as_soft_em(problem):
+def test_truncation_of_every_choice_fits_as_soft_em(problem, monkeypatch):
     _, X, _, _ = problem
+    monkeypatch.setattr(_suffstats, "TRUNCATED_FLOOR", RESP_FLOOR)  # soft EM's floor
     soft = fit(X, estep="soft")
     trunc = fit(X, truncation=max(LAYERS))
     np.testing.assert_allclose([h["objective"] for h in trunc.history_],
