@@ -108,17 +108,22 @@ class EMRun:
         self.history = list(state["history"])
         self.rng.bit_generator.state = state["rng_state"]
 
-    def run(self, checkpoint=None, checkpoint_every=1):
+    def run(self, checkpoint=None, checkpoint_every=1, final_estep=True):
         """EM iterations until convergence or max_iter; an interrupt leaves the last completed
-        iteration's parameters in place (``self.interrupted`` tells)."""
+        iteration's parameters in place (``self.interrupted`` tells). Without ``final_estep``
+        the run stops after the last M-step, its objective the last E-step's."""
         m = self.model
         done = len(self.history)  # > 0 when resuming from a checkpoint
         self._first_iter = done  # the ETA averages over this run's iterations only
         prev = self.history[-1]["objective"] if done else None
+        if prev is not None:
+            self.objective = prev
         t_fit = time.perf_counter()
         self.interrupted = False
         try:
             for it in range(done + 1, m.max_iter + 2):
+                if it > m.max_iter and not final_estep:
+                    break
                 t0 = time.perf_counter()
                 objective, stats, switch = self.estep()
                 t1 = time.perf_counter()
@@ -192,7 +197,7 @@ def _print_record(r, elapsed, max_iter, first_iter=0):
 
 
 def fit_model(model, executor, rng, n_threads, checkpoint=None, checkpoint_every=1, resume=None,
-              init_paths=None):
+              init_paths=None, final_estep=True):
     """Run ``n_init`` EM runs (one when warm-starting or resuming) and return the best (highest
     final objective). A KeyboardInterrupt stops at once and returns the interrupted run."""
     best = None
@@ -203,7 +208,7 @@ def fit_model(model, executor, rng, n_threads, checkpoint=None, checkpoint_every
             run.resume_from(resume)
         else:
             run.start(warm, init_paths)
-        run.run(checkpoint, checkpoint_every)
+        run.run(checkpoint, checkpoint_every, final_estep)
         if run.interrupted:
             return run
         if best is None or run.objective > best.objective:

@@ -130,15 +130,78 @@ def coordinate_ascent(table, X, paths, passes, n_threads):
     return paths, score
 
 
-def _best_choice(table, X, base, stride, n_choices, n_threads):
-    """Per row, the best of the paths base + stride * k (k < n_choices): its k and score.
-    Rows with the same base share one candidate list and are scored together."""
+def _choice_groups(base, stride, n_choices):
+    """Rows grouped by their fixed part ``base``: (row order, group offsets, candidates
+    base + stride * k per group, k < n_choices)."""
     order = np.argsort(base, kind="stable").astype(np.intp)
     keys, starts = np.unique(base[order], return_index=True)
     offsets = np.append(starts, len(order)).astype(np.intp)
     cand = keys[:, None] + stride * np.arange(n_choices, dtype=np.intp)[None, :]
+    return order, offsets, cand
+
+
+def _best_choice(table, X, base, stride, n_choices, n_threads):
+    """Per row, the best of the paths base + stride * k (k < n_choices): its k and score.
+    Rows with the same base share one candidate list and are scored together."""
+    order, offsets, cand = _choice_groups(base, stride, n_choices)
     _, arg, score, _ = _run(table, X, order, offsets, cand, n_threads, best=True)
     return arg, score
+
+
+def layer_scores(table, X, paths, j, n_threads):
+    """(n, N_j) scores of every choice of layer j, the rest of each row's path (``paths``,
+    (n, k) node indices) fixed."""
+    layers = table.layers
+    fixed = np.array(paths, dtype=np.intp, copy=True)
+    fixed[:, j] = 0
+    stride = int(np.prod(layers[j + 1:], dtype=np.int64))
+    order, offsets, cand = _choice_groups(ravel_paths(fixed, layers), stride, layers[j])
+    *_, scores = _run(table, X, order, offsets, cand, n_threads, all_scores=True)
+    return scores
+
+
+def truncated_candidates(table, X, paths, keep, n_threads):
+    """Each row's candidate paths around its path ``paths`` (n, k): every combination of the
+    ``keep`` best choices of each layer, each layer's choices ranked with the rest of the path
+    fixed at the row's (the row's own choice always kept, so its path is a candidate).
+
+    Returned factored as (bases (n, B), offsets (F,)): row i's candidates are
+    bases[i, b] + offsets[f]. The layers of at most ``keep`` nodes keep all their choices, the
+    same for every row: they make ``offsets``, and the rows that share a base share those F
+    candidates (``candidate_scores`` scores them together). B * F = prod(min(keep, N_j))."""
+    layers = table.layers
+    n = len(paths)
+    strides = [int(np.prod(layers[j + 1:], dtype=np.int64)) for j in range(len(layers))]
+    bases = np.zeros((n, 1), dtype=np.intp)
+    offsets = np.zeros(1, dtype=np.intp)
+    for j, n_j in enumerate(layers):
+        if keep >= n_j:
+            offsets = (offsets[:, None] + strides[j] * np.arange(n_j, dtype=np.intp)).ravel()
+            continue
+        scores = layer_scores(table, X, paths, j, n_threads)
+        scores[np.arange(n), paths[:, j]] = np.inf
+        kept = np.argpartition(-scores, keep - 1, axis=1)[:, :keep].astype(np.intp)
+        bases = (bases[:, :, None] + strides[j] * kept[:, None, :]).reshape(n, -1)
+    return bases, offsets
+
+
+def candidate_scores(table, X, bases, offsets, n_threads):
+    """(n, B * F) scores of row i against its candidates bases[i, b] + offsets[f] (in that
+    order, f fastest). The (row, base) pairs are grouped by base, so each group's rows are
+    gathered once and scored against its F candidates together."""
+    n, B = bases.shape
+    flat = bases.ravel()
+    order = np.argsort(flat, kind="stable").astype(np.intp)
+    keys, starts = np.unique(flat[order], return_index=True)
+    group_offsets = np.append(starts, len(order)).astype(np.intp)
+    group, start, stop = split_runs(group_offsets)
+    # row i's pair b goes to row i * B + b of the output: (n, B * F) once reshaped
+    scores = np.full((n * B, len(offsets)), np.nan)
+    t = table.astype(X.dtype)
+    _scoring.score_groups(X, t.R, t.mean, t.const, order // B, group, start, stop,
+                          keys[:, None] + offsets[None, :], _EMPTY_F, _EMPTY_I, _EMPTY_F,
+                          scores, n_threads, order)
+    return scores.reshape(n, B * len(offsets))
 
 
 def _splitmix64(x):

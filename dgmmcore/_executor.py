@@ -15,11 +15,12 @@ class EStepConfig:
     warm_passes: int
     n_restarts: int
     restart_passes: int
+    truncation: int = 0  # > 0: truncated soft EM around the path found (0: hard EM)
 
     @classmethod
     def of(cls, model):
         return cls(model.estep, tuple(model.layers), model.warm_passes, model.n_restarts,
-                   model.restart_passes)
+                   model.restart_passes, model.truncation or 0)
 
 
 def build_table(params):
@@ -30,7 +31,8 @@ def build_table(params):
 def estep_block(table, X, prev, config, key, row_start, n_threads):
     """E-step of one block of rows. ``prev``: the rows' flat paths from the last E-step or
     None. Returns (stats, sum of objectives, number of switched rows (nan if no warm start),
-    flat paths or None for soft EM)."""
+    flat paths or None for soft EM). With ``config.truncation`` the paths found (the best the
+    search reached) anchor truncated soft statistics."""
     P = int(np.prod(config.layers))
     if config.estep == "soft":
         stats, loglik = _suffstats.soft_stats(X, table, n_threads)
@@ -47,7 +49,13 @@ def estep_block(table, X, prev, config, key, row_start, n_threads):
             config.restart_passes, row_start=row_start)
         paths = ravel_paths(paths2d, config.layers)
         switched = switch * X.shape[0]
-    stats = _suffstats.hard_stats(X, paths, P, table.mean64, n_threads)
+    if config.truncation:
+        # the statistics come from the candidates around the paths found; the objective is
+        # then the log-sum-exp over them (a tighter bound than the best path's score)
+        stats, score = _suffstats.truncated_stats(X, table, unravel_paths(paths, config.layers),
+                                                  config.truncation, n_threads)
+    else:
+        stats = _suffstats.hard_stats(X, paths, P, table.mean64, n_threads)
     return stats, float(np.sum(score)), switched, paths
 
 

@@ -16,7 +16,7 @@ FORMAT_VERSION = 1
 _MAGIC = "dgmmcore-model"
 HYPERPARAMETERS = ("estep", "path_prior", "mstep", "max_iter", "tol", "lbfgs_maxiter",
                    "warm_passes", "n_restarts", "restart_passes", "reg_covar", "n_init",
-                   "init_layer", "random_state", "n_threads", "verbose")
+                   "truncation", "init_layer", "random_state", "n_threads", "verbose")
 
 
 def _jsonable(v):

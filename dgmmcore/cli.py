@@ -114,8 +114,15 @@ def cmd_fit(args):
             raise ValueError(f"--reg-covar {args.reg_covar}: the checkpoint {args.resume} "
                              f"continues its run with reg_covar {model.reg_covar}")
         model.reg_covar = args.reg_covar
+    if args.truncation is not None and args.truncation != model.truncation:
+        if resume:
+            raise ValueError(f"--truncation {args.truncation}: the checkpoint {args.resume} "
+                             f"continues its run with truncation {model.truncation}")
+        model.truncation = args.truncation
     print(f"network {model.layers}: {math.prod(model.layers)} paths; "
-          f"estep={model.estep}; up to {model.max_iter} EM iterations", flush=True)
+          f"estep={model.estep}"
+          + (f", truncation {model.truncation}" if model.truncation else "")
+          + f"; up to {model.max_iter} EM iterations", flush=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported below instead
@@ -301,6 +308,10 @@ def build_parser():
     f.add_argument("--n-patches", type=_positive, default=None, help="training rows to use")
     f.add_argument("--layers", type=_layers, default=(10, 5, 5), help="e.g. 100,5,5")
     f.add_argument("--estep", choices=["heuristic", "full", "soft"], default="heuristic")
+    f.add_argument("--truncation", type=_positive, default=None, metavar="K",
+                   help="truncated soft EM: weight each row's statistics by its posterior "
+                        "over the paths of the K best choices per layer around the path found "
+                        "(default: hard EM)")
     f.add_argument("--iters", type=_positive, default=30, help="EM iterations (default 30)")
     f.add_argument("--threads", type=_positive, default=None)
     f.add_argument("--seed", type=int, default=0)

@@ -76,6 +76,7 @@ cdef void _score_task(
     cnp.intp_t[::1] out_best,
     double[::1] out_best_score,
     double[:, ::1] out_all,
+    const cnp.intp_t[::1] out_rows,
 ) noexcept nogil:
     cdef int m = <int> (stop - start)
     cdef int D = <int> X.shape[1]
@@ -105,7 +106,7 @@ cdef void _score_task(
         for r in range(m):
             score = const_[p] - 0.5 * sqnorm[r]
             if want_all:
-                out_all[rows[start + r], c] = score
+                out_all[out_rows[start + r], c] = score
             mx = run_max[r]
             if score > mx:
                 # New maximum: rescale the running sum (it is 0 for the first finite score).
@@ -143,6 +144,7 @@ def score_groups(
     double[::1] out_best_score,
     double[:, ::1] out_all,
     int n_threads,
+    const cnp.intp_t[::1] out_rows=None,
 ):
     """Score grouped rows against their groups' candidate paths (see the module docstring).
 
@@ -159,6 +161,8 @@ def score_groups(
         that maximum, or empty arrays to skip.
     out_all : (n, C) every candidate's score, or a (0, C) array to skip.
     n_threads : OpenMP threads.
+    out_rows : aligned with ``rows``: write row rows[i]'s scores to out_all[out_rows[i]]
+        (default ``rows``): for ``rows`` that name a row more than once.
 
     Only rows named in ``rows`` are written.
     """
@@ -180,6 +184,10 @@ def score_groups(
         return
     ldt = <int> ((chunk + block - 1) // block * block)
     work_size = dgmm_tri_work_size(D, ldt)
+    if out_rows is None:
+        out_rows = rows
+    elif out_rows.shape[0] != rows.shape[0]:
+        raise ValueError("out_rows must be aligned with rows")
     cdef int out_of_memory[1]
     out_of_memory[0] = 0
     n_threads = max(1, min(n_threads, n_tasks))
@@ -204,7 +212,7 @@ def score_groups(
                 g = task_group[t]
                 _score_task(X, R, mean, const_, rows, &cand[g, 0], cand.shape[1], task_start[t],
                             task_stop[t], ldt, xt, work, sqnorm, run_max, run_sum, run_arg,
-                            out_lse, out_best, out_best_score, out_all)
+                            out_lse, out_best, out_best_score, out_all, out_rows)
         finally:
             free(xt)
             free(work)
@@ -214,3 +222,62 @@ def score_groups(
             free(run_arg)
     if out_of_memory[0]:
         raise MemoryError("path scoring: could not allocate the per-thread work buffers")
+
+
+def posterior_entries(double[:, ::1] scores, double floor, int n_threads):
+    """Each row of ``scores`` (log pi_p + log N(x | p) over the row's candidates) becomes, in
+    place, the row's posterior over them: exp(s - max) / sum. Returns (loglik (n,) the rows'
+    log-sum-exp, rows, cols, weights): the entries above ``floor``, row after row, columns in
+    order. A row whose scores are all -inf keeps them, has loglik -inf and no entries.
+    Rows are independent, so the result does not depend on the thread count."""
+    cdef Py_ssize_t n = scores.shape[0], C = scores.shape[1]
+    cdef Py_ssize_t i, c, k, count
+    cdef double mx, total, inv, e
+    loglik_arr = np.empty(n)
+    counts_arr = np.zeros(n + 1, dtype=np.intp)
+    cdef double[::1] loglik = loglik_arr
+    cdef cnp.intp_t[::1] counts = counts_arr
+    n_threads = max(1, n_threads)
+    with nogil:
+        for i in prange(n, schedule='static', num_threads=n_threads):
+            mx = -INFINITY
+            for c in range(C):
+                if scores[i, c] > mx:
+                    mx = scores[i, c]
+            if mx == -INFINITY:
+                loglik[i] = -INFINITY
+                continue
+            total = 0.0
+            for c in range(C):
+                e = exp(scores[i, c] - mx)
+                scores[i, c] = e
+                total = total + e
+            inv = 1.0 / total
+            count = 0
+            for c in range(C):
+                scores[i, c] = scores[i, c] * inv
+                if scores[i, c] > floor:
+                    count = count + 1
+            loglik[i] = mx + log(total)
+            counts[i + 1] = count
+    offsets_arr = np.cumsum(counts_arr)
+    cdef cnp.intp_t[::1] offsets = offsets_arr
+    cdef Py_ssize_t n_entries = offsets_arr[n]
+    rows_arr = np.empty(n_entries, dtype=np.intp)
+    cols_arr = np.empty(n_entries, dtype=np.intp)
+    weights_arr = np.empty(n_entries)
+    cdef cnp.intp_t[::1] rows = rows_arr
+    cdef cnp.intp_t[::1] cols = cols_arr
+    cdef double[::1] weights = weights_arr
+    with nogil:
+        for i in prange(n, schedule='static', num_threads=n_threads):
+            if loglik[i] == -INFINITY:
+                continue
+            k = offsets[i]
+            for c in range(C):
+                if scores[i, c] > floor:
+                    rows[k] = i
+                    cols[k] = c
+                    weights[k] = scores[i, c]
+                    k = k + 1
+    return loglik_arr, rows_arr, cols_arr, weights_arr

@@ -206,3 +206,20 @@ def test_fit_float32_trains_on_float32_rows(tmp_path):
     # and it is a float32 fit, not the float64 one
     assert any(not np.array_equal(g, w)
                for g, w in zip(got.transforms_, fits[np.float64].transforms_))
+
+
+def test_fit_truncation_reaches_the_model(tmp_path, capsys):
+    X, npy = two_clusters_npy(tmp_path, 2)
+    data = fit_args(npy, "--layers", "3,2", "--iters", "2")
+    assert main(data + ["--truncation", "2", "--out", str(tmp_path / "t.npz")]) == 0
+    assert "truncation 2" in capsys.readouterr().out
+    got = load(tmp_path / "t.npz")
+    assert got.truncation == 2
+    assert_same_transforms(got, fit_like_the_command(X, layers=(3, 2), truncation=2))
+    ck = tmp_path / "ck.npz"
+    assert main(data + ["--checkpoint", str(ck), "--out", str(tmp_path / "a.npz")]) == 0
+    assert main(data + ["--resume", str(ck), "--truncation", "2", "--iters", "3"]) == 2
+    assert "continues its run with truncation None" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(data + ["--truncation", "0"])
+    assert "--truncation" in capsys.readouterr().err

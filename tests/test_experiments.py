@@ -269,6 +269,23 @@ def test_table1_add_validation_images_trains_on_all_train_images(tmp_path, bsds3
     for a, b in zip(soft.transforms_, model.transforms_):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
+    # truncated soft EM starts from the rows' paths in the hard run's checkpoint, and stops
+    # after its M-step (the held-out scores measure it)
+    bsds300_script.main(["table1", "--models", "3,2", "--add-validation-images",
+                         "--soft-iters", "1", "--truncation", "2", *common])
+    model = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133.model.npz"))
+    with np.load(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133.ckpt.npz") as f:
+        last = np.stack(np.unravel_index(f["checkpoint_paths"], (3, 2)), axis=1)
+    model.warm_start, model.max_iter, model.n_threads, model.truncation = True, 1, 1, 2
+    model.fit(np.concatenate([X, extra]), init_paths=last, final_estep=False)
+    trunc = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133-trunc2-soft1"
+                                         ".model.npz"))
+    for a, b in zip(trunc.transforms_, model.transforms_):
+        np.testing.assert_array_equal(a, b)
+    assert len(trunc.history_) == 1  # no E-step after the M-step
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert [r["truncation"] for r in rows if r["soft_em_iterations"]] == [None, 2]
+
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_warm_start_compares_random_and_exact_first_esteps(tmp_path, bsds300_script):
@@ -343,9 +360,12 @@ def test_soft_vs_hard_continues_the_network_both_ways_and_pairs_the_scores(tmp_p
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     script = importlib.import_module("soft_vs_hard")  # writes through bsds300's (patched) RESULTS
     net, ckpt = (tmp_path / f"bsds300-grown-3x2-n1200-s0.{k}.npz" for k in ("model", "ckpt"))
-    script.main(["--model", str(net), "--checkpoint", str(ckpt), "--train", "1200",
-                 "--test", "300", "--root", str(BSDS), "--threads", "1"])
+    options = ["--model", str(net), "--checkpoint", str(ckpt), "--train", "1200",
+               "--test", "300", "--root", str(BSDS), "--threads", "1"]
+    script.main(options + ["--arms", "hard,truncated", "--truncation", "2"])
+    script.main(options + ["--arms", "soft"])  # adds its arm to the same row
     (row,) = json.loads((tmp_path / "bsds300-soft-vs-hard.json").read_text())["rows"]
+    assert {"hard", "soft", "truncated2"} <= set(row)
 
     # the same through the public API
     X = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
@@ -353,12 +373,15 @@ def test_soft_vs_hard_continues_the_network_both_ways_and_pairs_the_scores(tmp_p
     before = dgmmcore.load(str(net)).score_samples(test)
     with np.load(ckpt) as f:
         paths = np.stack(np.unravel_index(f["checkpoint_paths"], (3, 2)), axis=1)
-    for estep, init in (("heuristic", paths), ("soft", None)):
+    for arm, estep, truncation, init in (("hard", "heuristic", None, paths),
+                                         ("soft", "soft", None, None),
+                                         ("truncated2", "heuristic", 2, paths)):
         model = dgmmcore.load(str(net))
         model.warm_start, model.estep, model.max_iter, model.n_threads = True, estep, 1, 1
+        model.truncation = truncation
         model.fit(X, init_paths=init)
         gain = model.score_samples(test) - before
-        result = row["hard" if estep == "heuristic" else "soft"]
+        result = row[arm]
         assert result["test"] == pytest.approx(gain.mean(), abs=1e-12)
         assert result["test_stderr"] == pytest.approx(gain.std(ddof=1) / np.sqrt(300))
         assert result["objective"] == pytest.approx(model.objective_)

@@ -116,11 +116,11 @@ def finished_fit(args, tag, iters=None):
 
 
 def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None, iters=None,
-                  init_paths=None):
+                  init_paths=None, final_estep=True):
     """Train with a checkpoint per iteration; resume from it when it exists. ``start``: a model
     to continue from (warm_start) instead of a fresh initialization; ``init_paths``: a function
     returning the rows' first paths for ``start`` (called only when not resuming); ``iters``:
-    EM iterations (default --iters)."""
+    EM iterations (default --iters); ``final_estep``: as ``DeepGMM.fit``'s."""
     iters = args.iters if iters is None else iters
     from dgmmcore import DeepGMM, load
     os.makedirs(args.work, exist_ok=True)
@@ -146,11 +146,12 @@ def fit_or_resume(layers, X, args, tag, estep="heuristic", start=None, iters=Non
                         for r in model.history_)
             print(f"[{tag}] resuming at iteration {model.n_iter_}", flush=True)
             model.max_iter = iters  # a finished run extended to more iterations
-            model.fit(X, checkpoint=ckpt, resume=True)
+            model.fit(X, checkpoint=ckpt, resume=True, final_estep=final_estep)
         elif start is not None:
             model = start
             model.max_iter, model.n_threads, model.verbose = iters, args.threads, 1
-            model.fit(X, init_paths=init_paths() if init_paths else None, checkpoint=ckpt)
+            model.fit(X, init_paths=init_paths() if init_paths else None, checkpoint=ckpt,
+                      final_estep=final_estep)
         else:
             model = DeepGMM(layers, estep=estep, max_iter=iters, random_state=args.seed,
                             reg_covar=getattr(args, "reg_covar", DEFAULT_REG_COVAR),
@@ -199,11 +200,20 @@ def parse_ints(text):
     return tuple(int(t) for t in text.split(","))
 
 
+def polish_suffix(args):
+    """Tag suffix of the --soft-iters continuation: soft EM over all paths, or truncated soft
+    EM with --truncation choices per layer."""
+    if not args.soft_iters:
+        return ""
+    truncation = getattr(args, "truncation", 0)
+    return f"-trunc{truncation}-soft{args.soft_iters}" if truncation else f"-soft{args.soft_iters}"
+
+
 def table1_tag(args, layers, n_train, soft=True):
     """File stem of a Table 1 network as trained with this run's --grow and (if ``soft``)
     --soft-iters."""
     tag = model_tag(args, layers, n_train, grown=args.grow and len(layers) > 1)
-    return f"{tag}-soft{args.soft_iters}" if soft and args.soft_iters else tag
+    return tag + polish_suffix(args) if soft else tag
 
 
 def fit_grown(layers, X, args):
@@ -458,14 +468,23 @@ def cmd_table1(args):
             model, seconds = fit_or_resume(layers, train, args, tag)
             hard_iters = model.n_iter_
         if args.soft_iters:
-            # soft EM continued from the hard-EM network, on the rows it was trained on
-            soft_tag, rows_fitted = f"{tag}-soft{args.soft_iters}", train
+            # soft EM (or truncated soft EM) continued from the hard-EM network, on the rows
+            # it was trained on; the held-out scores, not a last E-step, measure the result
+            soft_tag, rows_fitted = tag + polish_suffix(args), train
             if ((args.add_fresh or args.add_validation_images)
                     and not finished_fit(args, soft_tag, args.soft_iters)):
                 rows_fitted = extended_rows(args, train, added_stages(args, len(train)))
-            model.estep, model.warm_start = "soft", True
+            model.estep = "heuristic" if args.truncation else "soft"
+            model.truncation, model.warm_start = args.truncation or None, True
+            # truncated EM searches from the rows' paths of the hard run's last E-step (not
+            # from the exact search a loaded model would start with)
+            ckpt = os.path.join(args.work, f"{tag}.ckpt.npz")
+            start_paths = None
+            if args.truncation and os.path.exists(ckpt):
+                start_paths = lambda: checkpoint_paths(ckpt, layers)  # noqa: E731
             model, soft_seconds = fit_or_resume(layers, rows_fitted, args, soft_tag,
-                                                start=model, iters=args.soft_iters)
+                                                start=model, iters=args.soft_iters,
+                                                init_paths=start_paths, final_estep=False)
             seconds += soft_seconds
         ll, se = evaluate(model, test)
         # a network trained on the validation images has no held-out validation score
@@ -474,7 +493,10 @@ def cmd_table1(args):
                      "parameters": int(model.n_parameters()), "train_patches": n_train,
                      "test_patches": len(test), "init": init_label(layers, grow),
                      "em_iterations": hard_iters,  # hard EM (both fits when grown)
-                     "soft_em_iterations": args.soft_iters, "reg_covar": model.reg_covar,
+                     "soft_em_iterations": args.soft_iters,
+                     # the soft iterations' candidates: choices per layer (None: every path)
+                     "truncation": (args.truncation or None) if args.soft_iters else None,
+                     "reg_covar": model.reg_covar,
                      "train_dtype": train.dtype.name, "reseeding": RESEEDING,
                      # trained first on this many patches, then on train_patches
                      "continued_from_patches": list(args.continue_from) or None,  # [N1, N2, ...]
@@ -503,7 +525,7 @@ def cmd_table1(args):
                          tuple(r.get("continued_from_patches") or ()),
                          tuple(r.get("widened_from") or ()),
                          tuple(r.get("added_fresh_patches") or ()),
-                         r.get("added_validation_image_patches"))
+                         r.get("added_validation_image_patches"), r.get("truncation"))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
@@ -524,8 +546,7 @@ def cmd_gaps(args):
     for spec in args.models:
         layers = parse_ints(spec)
         tag = extended_tag(args, layers, args.train)
-        if args.soft_iters:  # as table1 names the soft-EM continuation
-            tag = f"{tag}-soft{args.soft_iters}"
+        tag += polish_suffix(args)  # as table1 names the soft-EM continuation
         path = os.path.join(args.work, f"{tag}.model.npz")
         if not os.path.exists(path):
             raise SystemExit(f"{path} not found: train it first with the same table1 options")
@@ -830,6 +851,9 @@ def main(argv=None):
                    help="figure4: redraw the PNG from the JSON without training")
     p.add_argument("--soft-iters", type=int, default=0,
                    help="table1: continue each network with this many soft-EM iterations")
+    p.add_argument("--truncation", type=int, default=0,
+                   help="table1/gaps: make the --soft-iters truncated soft EM (DeepGMM's "
+                        "truncation: this many choices per layer around each row's path)")
     p.add_argument("--reg-covar", type=float, default=DEFAULT_REG_COVAR,
                    help="table1/gaps: DeepGMM's reg_covar (added to every node's covariance)")
     p.add_argument("--float32", action="store_true",

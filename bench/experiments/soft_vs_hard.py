@@ -2,12 +2,15 @@
 
     python bench/experiments/soft_vs_hard.py --model NET.model.npz [--checkpoint NET.ckpt.npz]
         --train 1000000 [--root R] [--seed 0] [--float32] [--threads T] [--iters 1]
+        [--arms hard,soft,truncated] [--truncation 50]
 
 The network is continued on the same --train patches it was trained on (the bsds300.py draw
-with --seed), once by hard EM (the heuristic, from its checkpoint's paths when given) and once
-by soft EM, each for --iters iterations, and both are scored on the Table 1 validation
-(50,000) and test (250,000) patches: the paired differences to the network as it was, with
-their standard errors, go to bench/results/bsds300-soft-vs-hard.json.
+with --seed), once per arm for --iters iterations: hard EM (the heuristic), soft EM over all
+paths, truncated soft EM (the heuristic's paths with --truncation choices per layer around
+them); the hard and truncated arms start from the checkpoint's paths when given. Each is
+scored on the Table 1 validation (50,000) and test (250,000) patches: the paired differences
+to the network as it was, with their standard errors, go to
+bench/results/bsds300-soft-vs-hard.json (an arm run again replaces its own result only).
 """
 import argparse
 import copy
@@ -32,7 +35,14 @@ def main(argv=None):
     p.add_argument("--float32", action="store_true")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--iters", type=int, default=1)
+    p.add_argument("--arms", default="hard,soft",
+                   help="comma-separated, of hard, soft, truncated")
+    p.add_argument("--truncation", type=int, default=50,
+                   help="choices kept per layer by the truncated arm")
     args = p.parse_args(argv)
+    arms = args.arms.split(",")
+    if not arms or not set(arms) <= {"hard", "soft", "truncated"}:
+        p.error(f"--arms: choose from hard, soft, truncated, not {args.arms!r}")
     args.dataset = "bsds300"  # what bsds300.py's loaders read
 
     X = load_train(args, args.train)
@@ -42,15 +52,21 @@ def main(argv=None):
     base.n_threads = args.threads
     paths = checkpoint_paths(args.checkpoint, base.layers) if args.checkpoint else None
     before = {k: base.score_samples(V) for k, V in held_out.items()}
+    key = lambda r: (r["model"], r["train_patches"], r["iterations"])  # noqa: E731
+    old_rows = read_json("bsds300-soft-vs-hard.json").get("rows", [])
     row = {"model": os.path.basename(args.model), "train_patches": args.train,
            "iterations": args.iters, "before": {k: float(v.mean()) for k, v in before.items()}}
-    for name, estep in (("hard", "heuristic"), ("soft", "soft")):
+    row = {**next((r for r in old_rows if key(r) == key(row)), {}), **row}
+    for arm in arms:
         model = copy.deepcopy(base)
-        model.warm_start, model.estep, model.max_iter, model.verbose = True, estep, args.iters, 1
+        model.warm_start, model.max_iter, model.verbose = True, args.iters, 1
+        model.estep = "soft" if arm == "soft" else "heuristic"
+        model.truncation = args.truncation if arm == "truncated" else None
+        name = f"truncated{args.truncation}" if arm == "truncated" else arm
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(X, init_paths=paths if estep == "heuristic" else None)
+            model.fit(X, init_paths=paths if arm != "soft" else None)
         result = {"fit_seconds": time.perf_counter() - t0, "objective": model.objective_}
         for k, V in held_out.items():
             result[k], result[k + "_stderr"] = mean_and_stderr(model.score_samples(V) - before[k])
@@ -59,8 +75,6 @@ def main(argv=None):
               f"+- {result['validation_stderr']:.4f}, test {result['test']:+.4f} "
               f"+- {result['test_stderr']:.4f} (paired, against the network as it was)",
               flush=True)
-    key = lambda r: (r["model"], r["train_patches"], r["iterations"])  # noqa: E731
-    old_rows = read_json("bsds300-soft-vs-hard.json").get("rows", [])
     write_json("bsds300-soft-vs-hard.json", {"rows": merge_rows(old_rows, [row], key)})
 
 

@@ -1,0 +1,203 @@
+"""Truncated soft EM: candidates, their scores and statistics against scipy densities and
+dense numpy sums; its limits (one choice per layer: hard EM; every choice: soft EM)."""
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from dgmmcore import ConvergenceWarning, DeepGMM, load
+from dgmmcore import _estep, _scoring
+from dgmmcore import _suffstats
+from dgmmcore._suffstats import RESP_FLOOR, hard_stats, soft_stats, truncated_stats
+from _reference import component_logpdf, random_params
+from test_suffstats import reference_stats
+
+LAYERS = (4, 3, 2)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(5)
+    A, b, w = random_params(LAYERS, 3, rng)
+    model = DeepGMM.from_params(A, b, w, n_threads=2)
+    X, _ = model.sample(600, random_state=2)
+    logp = component_logpdf(X, A, b, w)  # (n, P), paths in C order
+    # anchors: random paths, so that the candidates are not just the best ones
+    anchors = np.stack([rng.integers(0, n, len(X)) for n in LAYERS], axis=1)
+    return model, X, logp, anchors
+
+
+def brute_candidates(logp, anchors, keep):
+    """Per row, the set of path numbers: products of each layer's keep best choices (ranked
+    with the rest fixed at the anchor; the anchor's own choice always kept)."""
+    S = logp.reshape((len(logp),) + LAYERS)
+    out = []
+    for i, a in enumerate(anchors):
+        kept = []
+        for j, n_j in enumerate(LAYERS):
+            index = list(a)
+            index[j] = slice(None)
+            s = S[(i, *index)].copy()
+            s[a[j]] = np.inf
+            kept.append(np.argsort(-s, kind="stable")[:min(keep, n_j)])
+        out.append({int(np.ravel_multi_index(p, LAYERS)) for p in itertools.product(*kept)})
+    return out
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3, 4])
+def test_candidates_and_their_scores_match_scipy(problem, keep):
+    model, X, logp, anchors = problem
+    table = model._path_table()
+    bases, offsets = _estep.truncated_candidates(table, X, anchors, keep, 2)
+    cand = (bases[:, :, None] + offsets).reshape(len(X), -1)
+    assert cand.shape == (len(X), int(np.prod([min(keep, n) for n in LAYERS])))
+    assert [set(c.tolist()) for c in cand] == brute_candidates(logp, anchors, keep)
+    # the anchor is always a candidate
+    flat = np.ravel_multi_index(tuple(anchors.T), LAYERS)
+    assert np.all((cand == flat[:, None]).any(axis=1))
+    scores = _estep.candidate_scores(table, X, bases, offsets, 2)
+    np.testing.assert_allclose(scores, np.take_along_axis(logp, cand, axis=1), rtol=1e-10)
+
+
+@pytest.mark.parametrize("keep", [2, 3])
+def test_truncated_stats_are_the_posterior_restricted_to_the_candidates(problem, keep):
+    model, X, logp, anchors = problem
+    bases, offsets = _estep.truncated_candidates(model._path_table(), X, anchors, keep, 2)
+    cand = (bases[:, :, None] + offsets).reshape(len(X), -1)
+    mask = np.zeros(logp.shape, dtype=bool)
+    np.put_along_axis(mask, cand, True, axis=1)
+    restricted = np.where(mask, logp, -np.inf)
+    bound = logsumexp(restricted, axis=1)
+    resp = np.exp(restricted - bound[:, None])
+    stats, loglik = truncated_stats(X, model._path_table(), anchors, keep, 2, floor=0.0,
+                                    block_pairs=500, accumulate_entries=1000)  # many blocks
+    counts, means, scat = reference_stats(X, resp)
+    np.testing.assert_allclose(loglik, bound, rtol=1e-10)
+    used = counts > 0
+    np.testing.assert_allclose(stats.counts, counts, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(stats.means[used], means[used], rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(stats.scatters, scat, rtol=1e-9, atol=1e-9)
+    # the default floor gives up at most TRUNCATED_FLOOR per candidate of a row's weight
+    floored, _ = truncated_stats(X, model._path_table(), anchors, keep, 2)
+    lost = counts - floored.counts
+    assert np.all(lost >= -1e-12)
+    assert lost.sum() <= len(X) * cand.shape[1] * _suffstats.TRUNCATED_FLOOR
+    # a lower bound on log p(x), at least the anchor's own score
+    anchor_score = logp[np.arange(len(X)), np.ravel_multi_index(tuple(anchors.T), LAYERS)]
+    assert np.all(loglik <= logsumexp(logp, axis=1) + 1e-12)
+    assert np.all(loglik >= anchor_score - 1e-12)
+
+
+def test_one_choice_per_layer_is_hard_em_and_every_choice_is_soft_em(problem):
+    model, X, logp, anchors = problem
+    table = model._path_table()
+    flat = np.ravel_multi_index(tuple(anchors.T), LAYERS)
+    one, ll_one = truncated_stats(X, table, anchors, 1, 2)
+    hard = hard_stats(X, flat, logp.shape[1], table.mean64, 2)
+    np.testing.assert_array_equal(one.counts, hard.counts)
+    np.testing.assert_allclose(one.scatters, hard.scatters, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ll_one, logp[np.arange(len(X)), flat], rtol=1e-12)
+    every, ll_every = truncated_stats(X, table, anchors, max(LAYERS), 2, floor=RESP_FLOOR)
+    soft, ll_soft = soft_stats(X, table, 2)
+    np.testing.assert_allclose(ll_every, ll_soft, rtol=1e-12)
+    np.testing.assert_allclose(every.counts, soft.counts, rtol=1e-12)
+    np.testing.assert_allclose(every.scatters, soft.scatters, rtol=1e-10, atol=1e-12)
+
+
+def test_truncated_stats_of_float32_rows(problem):
+    model, X, _, anchors = problem
+    table = model._path_table()
+    X32 = X.astype(np.float32)
+    s32, ll32 = truncated_stats(X32, table, anchors, 2, 2)
+    s64, ll64 = truncated_stats(X32.astype(np.float64), table, anchors, 2, 2)
+    np.testing.assert_allclose(ll32, ll64, rtol=1e-5)
+    np.testing.assert_allclose(s32.counts, s64.counts, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(s32.scatters, s64.scatters, rtol=1e-4, atol=1e-3)
+
+
+def test_truncated_stats_do_not_depend_on_threads(problem):
+    model, X, _, anchors = problem
+    table = model._path_table()
+    (a, la), (b, lb) = (truncated_stats(X, table, anchors, 2, t) for t in (1, 2))
+    assert np.array_equal(la, lb) and np.array_equal(a.scatters, b.scatters)
+
+
+def fit(X, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return DeepGMM(LAYERS, max_iter=4, random_state=0, n_threads=2, **kw).fit(X)
+
+
+def test_truncation_of_every_choice_fits_as_soft_em(problem, monkeypatch):
+    _, X, _, _ = problem
+    monkeypatch.setattr(_suffstats, "TRUNCATED_FLOOR", RESP_FLOOR)  # soft EM's floor
+    soft = fit(X, estep="soft")
+    trunc = fit(X, truncation=max(LAYERS))
+    np.testing.assert_allclose([h["objective"] for h in trunc.history_],
+                               [h["objective"] for h in soft.history_], rtol=1e-9)
+    for a, b in zip(trunc.transforms_, soft.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_truncated_em_objective_lies_between_hard_and_soft_and_rises(problem):
+    _, X, _, _ = problem
+    model = fit(X, truncation=2)
+    objectives = [h["objective"] for h in model.history_]
+    assert objectives[-1] > objectives[0]
+    # the objective is the mean log-sum-exp over each row's candidates: a lower bound on the
+    # mean log-likelihood of the same parameters, above the best paths' mean score
+    exact = model.score(X)
+    best = np.mean(np.max(component_logpdf(X, model.transforms_, model.biases_,
+                                           model.weights_), axis=1))
+    assert best <= objectives[-1] <= exact + 1e-9
+    assert len(model._train_paths) == len(X)  # the paths found warm-start the next fit
+
+
+def test_truncation_round_trips_and_validates(tmp_path, problem):
+    _, X, _, _ = problem
+    model = fit(X, truncation=2)
+    model.save(tmp_path / "m.npz")
+    assert load(tmp_path / "m.npz").truncation == 2
+    with pytest.raises(ValueError, match="truncation must be >= 1"):
+        DeepGMM(LAYERS, truncation=0).fit(X)
+    with pytest.raises(TypeError, match="truncation must be an integer"):
+        DeepGMM(LAYERS, truncation=2.5).fit(X)
+    with pytest.raises(ValueError, match="estep='soft' already uses every path"):
+        DeepGMM(LAYERS, estep="soft", truncation=2).fit(X)
+
+
+def test_without_the_final_estep_the_parameters_are_those_of_the_full_run(problem):
+    _, X, _, _ = problem
+    full = fit(X, truncation=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        short = DeepGMM(LAYERS, max_iter=4, random_state=0, n_threads=2, truncation=2).fit(
+            X, final_estep=False)
+    for a, b in zip(full.transforms_, short.transforms_):
+        np.testing.assert_array_equal(a, b)
+    assert len(short.history_) == 4 and all("mstep_seconds" in h for h in short.history_)
+    assert short.objective_ == short.history_[-1]["objective"] == full.history_[3]["objective"]
+    with pytest.raises(ValueError, match="no E-step"):
+        DeepGMM(LAYERS, max_iter=0).fit(X, final_estep=False)
+
+
+def test_posterior_entries_against_numpy():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(scale=30.0, size=(50, 7))
+    scores[3, 2] = -np.inf
+    scores[7] = -np.inf  # no finite score: no entries, loglik -inf
+    ref = np.where(np.isinf(scores), -np.inf, scores)
+    lse = logsumexp(ref[np.arange(50) != 7], axis=1)
+    post = np.exp(ref[np.arange(50) != 7] - lse[:, None])
+    for threads in (1, 2):
+        work = scores.copy()
+        loglik, rows, cols, weights = _scoring.posterior_entries(work, 1e-6, threads)
+        np.testing.assert_allclose(np.delete(loglik, 7), lse, rtol=1e-13)
+        assert loglik[7] == -np.inf and 7 not in rows
+        r_ref, c_ref = np.nonzero(np.insert(post, 7, 0.0, axis=0) > 1e-6)
+        np.testing.assert_array_equal(rows, r_ref)
+        np.testing.assert_array_equal(cols, c_ref)
+        np.testing.assert_allclose(weights, np.insert(post, 7, 0.0, axis=0)[r_ref, c_ref],
+                                   rtol=1e-12)
