@@ -109,16 +109,13 @@ def cmd_fit(args):
         model = DeepGMM(layers=args.layers, estep=args.estep, max_iter=args.iters,
                         init_layer=args.init_layer, random_state=args.seed,
                         n_threads=args.threads, verbose=1)
-    if args.reg_covar is not None and args.reg_covar != model.reg_covar:
-        if resume:
-            raise ValueError(f"--reg-covar {args.reg_covar}: the checkpoint {args.resume} "
-                             f"continues its run with reg_covar {model.reg_covar}")
-        model.reg_covar = args.reg_covar
-    if args.truncation is not None and args.truncation != model.truncation:
-        if resume:
-            raise ValueError(f"--truncation {args.truncation}: the checkpoint {args.resume} "
-                             f"continues its run with truncation {model.truncation}")
-        model.truncation = args.truncation
+    for option, attr in (("--reg-covar", "reg_covar"), ("--truncation", "truncation")):
+        value = getattr(args, attr)
+        if value is not None and value != getattr(model, attr):
+            if resume:  # a checkpoint continues its own run
+                raise ValueError(f"{option} {value}: the checkpoint {args.resume} continues "
+                                 f"its run with {attr} {getattr(model, attr)}")
+            setattr(model, attr, value)
     print(f"network {model.layers}: {math.prod(model.layers)} paths; "
           f"estep={model.estep}"
           + (f", truncation {model.truncation}" if model.truncation else "")

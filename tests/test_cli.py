@@ -159,67 +159,30 @@ def test_fit_widens_a_fitted_network(tmp_path, capsys):
     assert "none narrower" in capsys.readouterr().err
 
 
-def test_fit_reg_covar_reaches_the_model(tmp_path, capsys):
+@pytest.mark.parametrize("option, attr, value, text", [
+    ("--reg-covar", "reg_covar", 0.05, "0.05"), ("--truncation", "truncation", 2, "2")])
+def test_fit_option_reaches_the_model(tmp_path, capsys, option, attr, value, text):
     X, npy = two_clusters_npy(tmp_path, 2)
     data = fit_args(npy, "--layers", "3,2", "--iters", "2")
-    assert main(data + ["--reg-covar", "0.05", "--out", str(tmp_path / "r.npz")]) == 0
+    assert main(data + [option, text, "--out", str(tmp_path / "r.npz")]) == 0
     got = load(tmp_path / "r.npz")
-    assert got.reg_covar == 0.05
-    assert_same_transforms(got, fit_like_the_command(X, layers=(3, 2), reg_covar=0.05))
-    # a checkpoint keeps its own; a warm start takes the new value; bad values are reported
+    assert getattr(got, attr) == value
+    assert_same_transforms(got, fit_like_the_command(X, layers=(3, 2), **{attr: value}))
+    # a checkpoint keeps its own; a warm start takes the new value
     ck = tmp_path / "ck.npz"
     assert main(data + ["--checkpoint", str(ck), "--out", str(tmp_path / "a.npz")]) == 0
-    assert main(data + ["--resume", str(ck), "--reg-covar", "0.01", "--iters", "3"]) == 2
-    assert "continues its run with reg_covar" in capsys.readouterr().err
-    assert main(data + ["--resume", str(tmp_path / "a.npz"), "--reg-covar", "0.01",
+    assert main(data + ["--resume", str(ck), option, text, "--iters", "3"]) == 2
+    assert f"continues its run with {attr}" in capsys.readouterr().err
+    assert main(data + ["--resume", str(tmp_path / "a.npz"), option, text,
                         "--out", str(tmp_path / "w.npz")]) == 0
-    assert load(tmp_path / "w.npz").reg_covar == 0.01
+    assert getattr(load(tmp_path / "w.npz"), attr) == value
+
+
+def test_fit_bad_reg_covar_and_truncation_are_reported(tmp_path, capsys):
+    _, npy = two_clusters_npy(tmp_path, 2)
+    data = fit_args(npy, "--layers", "3,2", "--iters", "2")
     assert main(data + ["--reg-covar", "-1"]) == 2
     assert "reg_covar" in capsys.readouterr().err
-
-
-def test_fit_init_layer_reaches_the_model(tmp_path, capsys):
-    X, npy = two_clusters_npy(tmp_path, 4)
-    data = fit_args(npy, "--layers", "3,2", "--iters", "2")
-    assert main(data + ["--init-layer", "-1", "--out", str(tmp_path / "i.npz")]) == 0
-    got = load(tmp_path / "i.npz")
-    assert got.init_layer == -1
-    last, widest = (fit_like_the_command(X, layers=(3, 2), init_layer=j) for j in (-1, None))
-    assert_same_transforms(got, last)
-    assert any(not np.array_equal(g, w) for g, w in zip(got.transforms_, widest.transforms_))
-    assert main(data + ["--init-layer", "2"]) == 2
-    assert "init_layer=2 is not a layer" in capsys.readouterr().err
-    assert main(data + ["--init-layer", "0", "--resume", str(tmp_path / "i.npz")]) == 2
-    assert "fresh fit" in capsys.readouterr().err
-
-
-def test_fit_float32_trains_on_float32_rows(tmp_path):
-    X, npy = two_clusters_npy(tmp_path, 3)
-    assert main(fit_args(npy, "--layers", "3,2", "--iters", "2", "--float32",
-                         "--out", str(tmp_path / "f.npz"))) == 0
-    got = load(tmp_path / "f.npz")
-    fits = {dtype: fit_like_the_command(X, layers=(3, 2), dtype=dtype)
-            for dtype in (np.float32, np.float64)}
-    for g, w in zip(got.transforms_, fits[np.float32].transforms_):
-        assert g.dtype == np.float64
-        np.testing.assert_array_equal(g, w)
-    # and it is a float32 fit, not the float64 one
-    assert any(not np.array_equal(g, w)
-               for g, w in zip(got.transforms_, fits[np.float64].transforms_))
-
-
-def test_fit_truncation_reaches_the_model(tmp_path, capsys):
-    X, npy = two_clusters_npy(tmp_path, 2)
-    data = fit_args(npy, "--layers", "3,2", "--iters", "2")
-    assert main(data + ["--truncation", "2", "--out", str(tmp_path / "t.npz")]) == 0
-    assert "truncation 2" in capsys.readouterr().out
-    got = load(tmp_path / "t.npz")
-    assert got.truncation == 2
-    assert_same_transforms(got, fit_like_the_command(X, layers=(3, 2), truncation=2))
-    ck = tmp_path / "ck.npz"
-    assert main(data + ["--checkpoint", str(ck), "--out", str(tmp_path / "a.npz")]) == 0
-    assert main(data + ["--resume", str(ck), "--truncation", "2", "--iters", "3"]) == 2
-    assert "continues its run with truncation None" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(data + ["--truncation", "0"])
     assert "--truncation" in capsys.readouterr().err
