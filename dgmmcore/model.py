@@ -51,9 +51,10 @@ class DeepGMM:
         over the paths made of the k best choices of each layer (each ranked with the rest of
         the path fixed), renormalised over them, weights its statistics; the objective is then
         the log-sum-exp over those candidates, a lower bound on log p(x) at least the best
-        path's score. It costs about one more heuristic search per row for (N, 5, 5) networks
-        and k = 50 (the candidates: 50 x 5 x 5 paths) and recovers most of what soft EM over
-        all paths gains over hard EM (README). k >= every N_j is soft EM over all paths.
+        path's score. After the search a row scores prod(min(k, N_j)) candidates (1,250 of
+        15,000 paths for (600, 5, 5) and k = 50); on BSDS300 one such iteration gained nine
+        tenths of what one soft-EM iteration over all paths gains (README). k >= every N_j is
+        soft EM over all paths.
     reg_covar : float
         Added to the diagonal of every path's data covariance in the M-step (as in
         scikit-learn), so that degenerate data cannot make a transform singular. It is
