@@ -186,3 +186,33 @@ def test_fit_bad_reg_covar_and_truncation_are_reported(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(data + ["--truncation", "0"])
     assert "--truncation" in capsys.readouterr().err
+
+
+def test_fit_init_layer_reaches_the_model(tmp_path, capsys):
+    X, npy = two_clusters_npy(tmp_path, 4)
+    data = fit_args(npy, "--layers", "3,2", "--iters", "2")
+    assert main(data + ["--init-layer", "-1", "--out", str(tmp_path / "i.npz")]) == 0
+    got = load(tmp_path / "i.npz")
+    assert got.init_layer == -1
+    last, widest = (fit_like_the_command(X, layers=(3, 2), init_layer=j) for j in (-1, None))
+    assert_same_transforms(got, last)
+    assert any(not np.array_equal(g, w) for g, w in zip(got.transforms_, widest.transforms_))
+    assert main(data + ["--init-layer", "2"]) == 2
+    assert "init_layer=2 is not a layer" in capsys.readouterr().err
+    assert main(data + ["--init-layer", "0", "--resume", str(tmp_path / "i.npz")]) == 2
+    assert "fresh fit" in capsys.readouterr().err
+
+
+def test_fit_float32_trains_on_float32_rows(tmp_path):
+    X, npy = two_clusters_npy(tmp_path, 3)
+    assert main(fit_args(npy, "--layers", "3,2", "--iters", "2", "--float32",
+                         "--out", str(tmp_path / "f.npz"))) == 0
+    got = load(tmp_path / "f.npz")
+    fits = {dtype: fit_like_the_command(X, layers=(3, 2), dtype=dtype)
+            for dtype in (np.float32, np.float64)}
+    for g, w in zip(got.transforms_, fits[np.float32].transforms_):
+        assert g.dtype == np.float64
+        np.testing.assert_array_equal(g, w)
+    # and it is a float32 fit, not the float64 one
+    assert any(not np.array_equal(g, w)
+               for g, w in zip(got.transforms_, fits[np.float64].transforms_))
