@@ -155,7 +155,8 @@ def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR)
     """Responsibility-weighted statistics over all paths and the per-row log-likelihood.
 
     Scores are computed ``chunk`` rows at a time (an n x P matrix is never held), in float32
-    for float32 X (statistics in float64 either way); the
+    for float32 X (statistics in float64 either way), and turned into posteriors by the
+    compiled ``posterior_entries`` (as truncated EM's); the
     (row, path, responsibility) entries above ``floor`` of ``block`` rows go through the same
     compiled scatter as hard assignments, about the path means, summed in place block after
     block (``_accumulate_about``), and are centred once."""
@@ -168,12 +169,12 @@ def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR)
         Xb = np.ascontiguousarray(X[b_lo:b_lo + block], dtype=dtype)
         rows, paths, weights = [], [], []
         for lo in range(0, Xb.shape[0], chunk):
-            resp, lse = _estep.path_posteriors(scoring, Xb[lo:lo + chunk], n_threads)
-            loglik[b_lo + lo:b_lo + lo + len(lse)] = lse
-            r, p = np.nonzero(resp > floor)
+            scores = _estep.path_scores(scoring, Xb[lo:lo + chunk], n_threads)
+            loglik[b_lo + lo:b_lo + lo + len(scores)], r, p, w = _scoring.posterior_entries(
+                scores, floor, n_threads)
             rows.append(r + lo)
             paths.append(p)
-            weights.append(resp[r, p])
+            weights.append(w)
         acc.add(Xb, *(np.concatenate(a) for a in (rows, paths, weights)), n_threads)
     return acc.stats(), loglik
 
