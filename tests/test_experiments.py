@@ -286,6 +286,22 @@ def test_table1_add_validation_images_trains_on_all_train_images(tmp_path, bsds3
     rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
     assert [r["truncation"] for r in rows if r["soft_em_iterations"]] == [None, 2]
 
+    # a longer polish goes on from the finished one: two iterations in one go
+    bsds300_script.main(["table1", "--models", "3,2", "--add-validation-images",
+                         "--soft-iters", "2", "--truncation", "2", *common])
+    model = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133.model.npz"))
+    model.warm_start, model.max_iter, model.n_threads, model.truncation = True, 2, 1, 2
+    model.fit(np.concatenate([X, extra]), init_paths=last, final_estep=False)
+    longer = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133-trunc2-soft2"
+                                          ".model.npz"))
+    for a, b in zip(longer.transforms_, model.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert len(longer.history_) == 2
+    # its first iteration is the finished polish's, timings included: not run again
+    assert longer.history_[0] == trunc.history_[0]
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert sorted(r["soft_em_iterations"] for r in rows if r["truncation"]) == [1, 2]
+
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_warm_start_compares_random_and_exact_first_esteps(tmp_path, bsds300_script):

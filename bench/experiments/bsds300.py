@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 import warnings
@@ -207,6 +208,22 @@ def polish_suffix(args):
         return ""
     truncation = getattr(args, "truncation", 0)
     return f"-trunc{truncation}-soft{args.soft_iters}" if truncation else f"-soft{args.soft_iters}"
+
+
+def shorter_polish(args, tag):
+    """Copy the checkpoint of the longest finished polish of ``tag`` (same kind, fewer than
+    --soft-iters iterations) under this run's polish tag, so that it goes on from there
+    instead of starting again from the hard network. Returns the copied polish's tag."""
+    polish = os.path.join(args.work, tag + polish_suffix(args))
+    if os.path.exists(f"{polish}.model.npz") or os.path.exists(f"{polish}.ckpt.npz"):
+        return None
+    for done in range(args.soft_iters - 1, 0, -1):
+        shorter = tag + polish_suffix(argparse.Namespace(**{**vars(args), "soft_iters": done}))
+        stem = os.path.join(args.work, shorter)
+        if os.path.exists(f"{stem}.model.npz") and os.path.exists(f"{stem}.ckpt.npz"):
+            shutil.copyfile(f"{stem}.ckpt.npz", f"{polish}.ckpt.npz")
+            return shorter
+    return None
 
 
 def table1_tag(args, layers, n_train, soft=True):
@@ -482,6 +499,9 @@ def cmd_table1(args):
             start_paths = None
             if args.truncation and os.path.exists(ckpt):
                 start_paths = lambda: checkpoint_paths(ckpt, layers)  # noqa: E731
+            shorter = shorter_polish(args, tag)
+            if shorter:
+                print(f"[{soft_tag}] going on from {shorter}", flush=True)
             model, soft_seconds = fit_or_resume(layers, rows_fitted, args, soft_tag,
                                                 start=model, iters=args.soft_iters,
                                                 init_paths=start_paths, final_estep=False)
