@@ -17,6 +17,12 @@ class EStepConfig:
     restart_passes: int
     truncation: int = 0  # > 0: truncated soft EM around the path found (0: hard EM)
 
+    @property
+    def searches(self):
+        """Whether a warm-started heuristic E-step searches; with neither a warm pass nor a
+        restart (allowed with truncation only) truncated EM's candidates are its search."""
+        return self.estep != "heuristic" or self.warm_passes > 0 or self.n_restarts > 0
+
     @classmethod
     def of(cls, model):
         return cls(model.estep, tuple(model.layers), model.warm_passes, model.n_restarts,
@@ -32,12 +38,15 @@ def estep_block(table, X, prev, config, key, row_start, n_threads):
     """E-step of one block of rows. ``prev``: the rows' flat paths from the last E-step or
     None. Returns (stats, sum of objectives, number of switched rows (nan if no warm start),
     flat paths or None for soft EM). With ``config.truncation`` the paths found (the best the
-    search reached) anchor truncated soft statistics."""
+    search reached) anchor truncated soft statistics, and each row's best candidate is its new
+    path; without a search (``config.searches`` False) the last E-step's paths anchor them."""
     P = int(np.prod(config.layers))
     if config.estep == "soft":
         stats, loglik = _suffstats.soft_stats(X, table, n_threads)
         return stats, float(loglik.sum()), float("nan"), None
-    if config.estep == "full" or (len(config.layers) == 1 and prev is not None):
+    if config.truncation and prev is not None and not config.searches:
+        paths, switched = prev, 0.0
+    elif config.estep == "full" or (len(config.layers) == 1 and prev is not None):
         # with one layer a coordinate-ascent pass is already the exact search: restarts
         # cannot win, so the heuristic costs a third of the work and switches no row
         _, paths, score = _estep.exact_scores(table, X, n_threads)
@@ -52,8 +61,8 @@ def estep_block(table, X, prev, config, key, row_start, n_threads):
     if config.truncation:
         # the statistics come from the candidates around the paths found; the objective is
         # then the log-sum-exp over them (a tighter bound than the best path's score)
-        stats, score = _suffstats.truncated_stats(X, table, unravel_paths(paths, config.layers),
-                                                  config.truncation, n_threads)
+        stats, score, paths = _suffstats.truncated_stats(
+            X, table, unravel_paths(paths, config.layers), config.truncation, n_threads)
     else:
         stats = _suffstats.hard_stats(X, paths, P, table.mean64, n_threads)
     return stats, float(np.sum(score)), switched, paths

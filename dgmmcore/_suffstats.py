@@ -193,7 +193,8 @@ ACCUMULATE_ENTRIES = 1 << 23
 
 def truncated_stats(X, table, paths, keep, n_threads, floor=None,
                     block_pairs=TRUNCATED_BLOCK_PAIRS, accumulate_entries=ACCUMULATE_ENTRIES):
-    """Statistics of truncated soft EM and the per-row log-sum-exp over the candidates.
+    """Statistics of truncated soft EM, the per-row log-sum-exp over the candidates and each
+    row's best candidate (a flat path index: at least as good as ``paths``, one of them).
 
     Each row's responsibilities are its posterior restricted to its candidate paths
     (``_estep.truncated_candidates`` around ``paths``, (n, k) node indices: the keep best
@@ -207,6 +208,7 @@ def truncated_stats(X, table, paths, keep, n_threads, floor=None,
     block = max(1, block_pairs // n_cand)
     acc = _WeightedSums(table, D)
     loglik = np.empty(n)
+    best = np.empty(n, dtype=np.intp)
     dtype = _scoring_dtype(X)
     X = np.ascontiguousarray(X, dtype=dtype)
     scoring = table.astype(dtype)
@@ -222,9 +224,12 @@ def truncated_stats(X, table, paths, keep, n_threads, floor=None,
                                                   Xb[bad].astype(np.float64), bases[bad],
                                                   offsets, n_threads)
         loglik[lo:lo + len(Xb)], r, c, w = _scoring.posterior_entries(scores, floor, n_threads)
-        entries.append((r + lo, bases[r, c // len(offsets)] + offsets[c % len(offsets)], w))
+        F = len(offsets)
+        top = scores.argmax(axis=1)
+        best[lo:lo + len(Xb)] = bases[np.arange(len(Xb)), top // F] + offsets[top % F]
+        entries.append((r + lo, bases[r, c // F] + offsets[c % F], w))
         n_entries += len(r)
         if n_entries >= accumulate_entries or lo + block >= n:
             acc.add(X, *(np.concatenate(a) for a in zip(*entries)), n_threads)
             entries, n_entries = [], 0
-    return acc.stats(), loglik
+    return acc.stats(), loglik, best

@@ -54,7 +54,10 @@ class DeepGMM:
         path's score. After the search a row scores prod(min(k, N_j)) candidates (1,250 of
         15,000 paths for (600, 5, 5) and k = 50); on BSDS300 one such iteration gained nine
         tenths of what one soft-EM iteration over all paths gains (README). k >= every N_j is
-        soft EM over all paths.
+        soft EM over all paths. The best candidate becomes the row's path. With
+        ``warm_passes=0, n_restarts=0`` a warm-started E-step does not search: the candidates
+        around the last E-step's paths are the search (the first E-step of a fresh fit still
+        makes one random restart).
     reg_covar : float
         Added to the diagonal of every path's data covariance in the M-step (as in
         scikit-learn), so that degenerate data cannot make a transform singular. It is
@@ -289,8 +292,10 @@ class DeepGMM:
                                  f"{k}-layer network: use 0..{k - 1} or -{k}..-1")
         check_int(self.verbose, "verbose", minimum=0)
         check_n_threads(self.n_threads)
-        if self.estep == "heuristic" and self.warm_passes == 0 and self.n_restarts == 0:
-            raise ValueError("the heuristic E-step needs warm_passes >= 1 or n_restarts >= 1")
+        if (self.estep == "heuristic" and self.warm_passes == 0 and self.n_restarts == 0
+                and self.truncation is None):
+            raise ValueError("the heuristic E-step needs warm_passes >= 1 or n_restarts >= 1 "
+                             "(both 0 only with truncation: its candidates are the search)")
 
     def fit(self, X, y=None, *, init_paths=None, checkpoint=None, checkpoint_every=1,
             resume=False, client=None, final_estep=True):

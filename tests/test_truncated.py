@@ -10,6 +10,7 @@ from scipy.special import logsumexp
 from dgmmcore import ConvergenceWarning, DeepGMM, load
 from dgmmcore import _estep, _scoring
 from dgmmcore import _suffstats
+from dgmmcore._executor import EStepConfig, estep_block
 from dgmmcore._suffstats import RESP_FLOOR, hard_stats, soft_stats, truncated_stats
 from _reference import component_logpdf, random_params
 from test_suffstats import reference_stats
@@ -71,16 +72,18 @@ def test_truncated_stats_are_the_posterior_restricted_to_the_candidates(problem,
     restricted = np.where(mask, logp, -np.inf)
     bound = logsumexp(restricted, axis=1)
     resp = np.exp(restricted - bound[:, None])
-    stats, loglik = truncated_stats(X, model._path_table(), anchors, keep, 2, floor=0.0,
-                                    block_pairs=500, accumulate_entries=1000)  # many blocks
+    stats, loglik, best = truncated_stats(X, model._path_table(), anchors, keep, 2, floor=0.0,
+                                          block_pairs=500, accumulate_entries=1000)
     counts, means, scat = reference_stats(X, resp)
     np.testing.assert_allclose(loglik, bound, rtol=1e-10)
+    # each row's new path: its best candidate
+    np.testing.assert_array_equal(best, restricted.argmax(axis=1))
     used = counts > 0
     np.testing.assert_allclose(stats.counts, counts, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(stats.means[used], means[used], rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(stats.scatters, scat, rtol=1e-9, atol=1e-9)
     # the default floor gives up at most TRUNCATED_FLOOR per candidate of a row's weight
-    floored, _ = truncated_stats(X, model._path_table(), anchors, keep, 2)
+    floored, *_ = truncated_stats(X, model._path_table(), anchors, keep, 2)
     lost = counts - floored.counts
     assert np.all(lost >= -1e-12)
     assert lost.sum() <= len(X) * cand.shape[1] * _suffstats.TRUNCATED_FLOOR
@@ -94,12 +97,12 @@ def test_one_choice_per_layer_is_hard_em_and_every_choice_is_soft_em(problem):
     model, X, logp, anchors = problem
     table = model._path_table()
     flat = np.ravel_multi_index(tuple(anchors.T), LAYERS)
-    one, ll_one = truncated_stats(X, table, anchors, 1, 2)
+    one, ll_one, _ = truncated_stats(X, table, anchors, 1, 2)
     hard = hard_stats(X, flat, logp.shape[1], table.mean64, 2)
     np.testing.assert_array_equal(one.counts, hard.counts)
     np.testing.assert_allclose(one.scatters, hard.scatters, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ll_one, logp[np.arange(len(X)), flat], rtol=1e-12)
-    every, ll_every = truncated_stats(X, table, anchors, max(LAYERS), 2, floor=RESP_FLOOR)
+    every, ll_every, _ = truncated_stats(X, table, anchors, max(LAYERS), 2, floor=RESP_FLOOR)
     soft, ll_soft = soft_stats(X, table, 2)
     np.testing.assert_allclose(ll_every, ll_soft, rtol=1e-12)
     np.testing.assert_allclose(every.counts, soft.counts, rtol=1e-12)
@@ -110,8 +113,8 @@ def test_truncated_stats_of_float32_rows(problem):
     model, X, _, anchors = problem
     table = model._path_table()
     X32 = X.astype(np.float32)
-    s32, ll32 = truncated_stats(X32, table, anchors, 2, 2)
-    s64, ll64 = truncated_stats(X32.astype(np.float64), table, anchors, 2, 2)
+    s32, ll32, _ = truncated_stats(X32, table, anchors, 2, 2)
+    s64, ll64, _ = truncated_stats(X32.astype(np.float64), table, anchors, 2, 2)
     np.testing.assert_allclose(ll32, ll64, rtol=1e-5)
     np.testing.assert_allclose(s32.counts, s64.counts, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(s32.scatters, s64.scatters, rtol=1e-4, atol=1e-3)
@@ -120,7 +123,7 @@ def test_truncated_stats_of_float32_rows(problem):
 def test_truncated_stats_do_not_depend_on_threads(problem):
     model, X, _, anchors = problem
     table = model._path_table()
-    (a, la), (b, lb) = (truncated_stats(X, table, anchors, 2, t) for t in (1, 2))
+    (a, la, _), (b, lb, _) = (truncated_stats(X, table, anchors, 2, t) for t in (1, 2))
     assert np.array_equal(la, lb) and np.array_equal(a.scatters, b.scatters)
 
 
@@ -153,6 +156,44 @@ def test_truncated_em_objective_lies_between_hard_and_soft_and_rises(problem):
                                            model.weights_), axis=1))
     assert best <= objectives[-1] <= exact + 1e-9
     assert len(model._train_paths) == len(X)  # the paths found warm-start the next fit
+
+
+def test_without_a_search_the_candidates_around_the_last_paths_are_the_estep(problem):
+    model, X, logp, anchors = problem
+    config = EStepConfig("heuristic", LAYERS, 0, 0, 2, truncation=2)
+    assert not config.searches
+    table = model._path_table()
+    prev = np.ravel_multi_index(tuple(anchors.T), LAYERS)
+    stats, total, switched, paths = estep_block(table, X, prev, config, 0, 0, 2)
+    expected, loglik, best = truncated_stats(X, table, anchors, 2, 2)
+    np.testing.assert_array_equal(stats.scatters, expected.scatters)
+    np.testing.assert_array_equal(paths, best)
+    assert total == pytest.approx(loglik.sum(), rel=1e-12) and switched == 0.0
+    # no worse than the paths it started from; the search would have moved these anchors
+    rows = np.arange(len(X))
+    assert np.all(logp[rows, paths] >= logp[rows, prev])
+    assert np.mean(paths != prev) > 0.3
+
+
+def test_truncated_em_without_a_search_trains_from_the_paths_it_is_given(problem):
+    _, X, _, _ = problem
+    start = fit(X)  # hard EM
+    objectives = {}
+    for label, kw in (("search", {}), ("candidates", {"warm_passes": 0, "n_restarts": 0})):
+        model = fit(X)
+        model.truncation, model.warm_start, model.max_iter = 2, True, 3
+        for name, value in kw.items():
+            setattr(model, name, value)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, init_paths=start.predict(X))
+        objectives[label] = [h["objective"] for h in model.history_]
+        assert np.all(np.diff(objectives[label]) > 0)
+        assert model.score(X) > start.score(X)
+    # from the exact best paths the search finds nothing better: the first E-steps agree
+    assert objectives["candidates"][0] == pytest.approx(objectives["search"][0], rel=1e-12)
+    with pytest.raises(ValueError, match="both 0 only with truncation"):
+        DeepGMM(LAYERS, warm_passes=0, n_restarts=0).fit(X)
 
 
 def test_truncation_round_trips_and_validates(tmp_path, problem):
