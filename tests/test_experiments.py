@@ -302,6 +302,22 @@ def test_table1_add_validation_images_trains_on_all_train_images(tmp_path, bsds3
     rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
     assert sorted(r["soft_em_iterations"] for r in rows if r["truncation"]) == [1, 2]
 
+    # without the search: the candidates around the hard run's last paths
+    bsds300_script.main(["table1", "--models", "3,2", "--add-validation-images",
+                         "--soft-iters", "1", "--truncation", "2", "--no-search", *common])
+    model = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133.model.npz"))
+    model.warm_start, model.max_iter, model.n_threads, model.truncation = True, 1, 1, 2
+    model.warm_passes, model.n_restarts = 0, 0
+    model.fit(np.concatenate([X, extra]), init_paths=last, final_estep=False)
+    nosearch = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133"
+                                            "-trunc2-nosearch-soft1.model.npz"))
+    for a, b in zip(nosearch.transforms_, model.transforms_):
+        np.testing.assert_array_equal(a, b)
+    assert (nosearch.warm_passes, nosearch.n_restarts) == (0, 0)
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert [(r["soft_em_iterations"], r["truncation_search"]) for r in rows
+            if r["truncation"]] == [(1, True), (2, True), (1, False)]
+
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_warm_start_compares_random_and_exact_first_esteps(tmp_path, bsds300_script):

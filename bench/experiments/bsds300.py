@@ -207,7 +207,10 @@ def polish_suffix(args):
     if not args.soft_iters:
         return ""
     truncation = getattr(args, "truncation", 0)
-    return f"-trunc{truncation}-soft{args.soft_iters}" if truncation else f"-soft{args.soft_iters}"
+    if not truncation:
+        return f"-soft{args.soft_iters}"
+    search = "-nosearch" if getattr(args, "no_search", False) else ""
+    return f"-trunc{truncation}{search}-soft{args.soft_iters}"
 
 
 def shorter_polish(args, tag):
@@ -493,6 +496,8 @@ def cmd_table1(args):
                 rows_fitted = extended_rows(args, train, added_stages(args, len(train)))
             model.estep = "heuristic" if args.truncation else "soft"
             model.truncation, model.warm_start = args.truncation or None, True
+            if args.truncation and args.no_search:
+                model.warm_passes, model.n_restarts = 0, 0  # the candidates are the search
             # truncated EM searches from the rows' paths of the hard run's last E-step (not
             # from the exact search a loaded model would start with)
             ckpt = os.path.join(args.work, f"{tag}.ckpt.npz")
@@ -516,6 +521,9 @@ def cmd_table1(args):
                      "soft_em_iterations": args.soft_iters,
                      # the soft iterations' candidates: choices per layer (None: every path)
                      "truncation": (args.truncation or None) if args.soft_iters else None,
+                     # truncated iterations without the heuristic search (None: not truncated)
+                     "truncation_search": ((not args.no_search) if args.soft_iters
+                                           and args.truncation else None),
                      "reg_covar": model.reg_covar,
                      "train_dtype": train.dtype.name, "reseeding": RESEEDING,
                      # trained first on this many patches, then on train_patches
@@ -545,7 +553,8 @@ def cmd_table1(args):
                          tuple(r.get("continued_from_patches") or ()),
                          tuple(r.get("widened_from") or ()),
                          tuple(r.get("added_fresh_patches") or ()),
-                         r.get("added_validation_image_patches"), r.get("truncation"))
+                         r.get("added_validation_image_patches"), r.get("truncation"),
+                         r.get("truncation_search", True if r.get("truncation") else None))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
                                             "models": merge_rows(old_rows, rows, key)})
 
@@ -871,6 +880,9 @@ def main(argv=None):
                    help="figure4: redraw the PNG from the JSON without training")
     p.add_argument("--soft-iters", type=int, default=0,
                    help="table1: continue each network with this many soft-EM iterations")
+    p.add_argument("--no-search", action="store_true",
+                   help="table1/gaps: truncated --soft-iters without the heuristic search: "
+                        "each row's candidates around its last path are the search")
     p.add_argument("--truncation", type=int, default=0,
                    help="table1/gaps: make the --soft-iters truncated soft EM (DeepGMM's "
                         "truncation: this many choices per layer around each row's path)")
