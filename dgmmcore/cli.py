@@ -116,9 +116,13 @@ def cmd_fit(args):
                 raise ValueError(f"{option} {value}: the checkpoint {args.resume} continues "
                                  f"its run with {attr} {getattr(model, attr)}")
             setattr(model, attr, value)
+    if args.no_search:
+        _drop_the_search(model, resume, args.resume)
+    searches = model.warm_passes > 0 or model.n_restarts > 0
     print(f"network {model.layers}: {math.prod(model.layers)} paths; "
           f"estep={model.estep}"
           + (f", truncation {model.truncation}" if model.truncation else "")
+          + ("" if searches else " without the search")
           + f"; up to {model.max_iter} EM iterations", flush=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -295,6 +299,17 @@ def _restoration_options(parser):
                         help="path choice per patch (see dgmmcore.restoration.denoise)")
 
 
+def _drop_the_search(model, resume, checkpoint):
+    """--no-search: truncated EM's candidates around the last paths are the search."""
+    if not model.truncation:
+        raise ValueError("--no-search needs --truncation: hard EM's paths come from the search")
+    if (model.warm_passes, model.n_restarts) != (0, 0):
+        if resume:  # a checkpoint continues its own run
+            raise ValueError(f"--no-search: the checkpoint {checkpoint} continues its run "
+                             f"with the search")
+        model.warm_passes, model.n_restarts = 0, 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="dgmm", description="Deep Gaussian Mixture Models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -309,6 +324,10 @@ def build_parser():
                    help="truncated soft EM: weight each row's statistics by its posterior "
                         "over the paths of the K best choices per layer around the path found "
                         "(default: hard EM)")
+    f.add_argument("--no-search", action="store_true",
+                   help="with --truncation: after the first E-step, each row's candidates "
+                        "around its last path are the search (its best candidate becomes the "
+                        "path); about a third of the E-step's work on (600, 5, 5) networks")
     f.add_argument("--iters", type=_positive, default=30, help="EM iterations (default 30)")
     f.add_argument("--threads", type=_positive, default=None)
     f.add_argument("--seed", type=int, default=0)

@@ -178,6 +178,23 @@ def test_fit_option_reaches_the_model(tmp_path, capsys, option, attr, value, tex
     assert getattr(load(tmp_path / "w.npz"), attr) == value
 
 
+def test_fit_no_search_reaches_the_model(tmp_path, capsys):
+    X, npy = two_clusters_npy(tmp_path, 2)
+    data = fit_args(npy, "--layers", "3,2", "--iters", "2", "--truncation", "2")
+    assert main(data + ["--no-search", "--out", str(tmp_path / "n.npz")]) == 0
+    assert "without the search" in capsys.readouterr().out
+    got = load(tmp_path / "n.npz")
+    assert (got.warm_passes, got.n_restarts) == (0, 0)
+    assert_same_transforms(got, fit_like_the_command(X, layers=(3, 2), truncation=2,
+                                                     warm_passes=0, n_restarts=0))
+    ck = tmp_path / "ck.npz"
+    assert main(data + ["--checkpoint", str(ck), "--out", str(tmp_path / "a.npz")]) == 0
+    assert main(data + ["--resume", str(ck), "--no-search", "--iters", "3"]) == 2
+    assert "continues its run with the search" in capsys.readouterr().err
+    assert main(fit_args(npy, "--layers", "3,2", "--no-search")) == 2
+    assert "--no-search needs --truncation" in capsys.readouterr().err
+
+
 def test_fit_bad_reg_covar_and_truncation_are_reported(tmp_path, capsys):
     _, npy = two_clusters_npy(tmp_path, 2)
     data = fit_args(npy, "--layers", "3,2", "--iters", "2")
