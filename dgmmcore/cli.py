@@ -118,7 +118,8 @@ def cmd_fit(args):
             setattr(model, attr, value)
     if args.no_search:
         _drop_the_search(model, resume, args.resume)
-    searches = model.warm_passes > 0 or model.n_restarts > 0
+    from ._executor import EStepConfig
+    searches = EStepConfig.of(model).searches  # 'full' searches whatever the passes
     print(f"network {model.layers}: {math.prod(model.layers)} paths; "
           f"estep={model.estep}"
           + (f", truncation {model.truncation}" if model.truncation else "")
