@@ -219,6 +219,7 @@ def test_without_the_final_estep_the_parameters_are_those_of_the_full_run(proble
     for a, b in zip(full.transforms_, short.transforms_):
         np.testing.assert_array_equal(a, b)
     assert short.n_iter_ == len(short.history_) == 4  # every record has its M-step
+    assert all("mstep_seconds" in h for h in short.history_)
     assert short.objective_ == short.history_[-1]["objective"] == full.history_[3]["objective"]
     with pytest.raises(ValueError, match="no E-step"):
         DeepGMM(LAYERS, max_iter=0).fit(X, final_estep=False)
