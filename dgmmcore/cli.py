@@ -304,6 +304,9 @@ def _drop_the_search(model, resume, checkpoint):
     """--no-search: truncated EM's candidates around the last paths are the search."""
     if not model.truncation:
         raise ValueError("--no-search needs --truncation: hard EM's paths come from the search")
+    if model.estep != "heuristic":  # the full E-step scores every path whatever the passes
+        raise ValueError(f"--no-search drops the heuristic E-step's search; --estep "
+                         f"{model.estep} searches every path")
     if (model.warm_passes, model.n_restarts) != (0, 0):
         if resume:  # a checkpoint continues its own run
             raise ValueError(f"--no-search: the checkpoint {checkpoint} continues its run "

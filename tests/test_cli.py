@@ -193,6 +193,8 @@ def test_fit_no_search_reaches_the_model(tmp_path, capsys):
     assert "continues its run with the search" in capsys.readouterr().err
     assert main(fit_args(npy, "--layers", "3,2", "--no-search")) == 2
     assert "--no-search needs --truncation" in capsys.readouterr().err
+    assert main(data + ["--estep", "full", "--no-search"]) == 2
+    assert "--estep full searches every path" in capsys.readouterr().err
 
 
 def test_fit_bad_reg_covar_and_truncation_are_reported(tmp_path, capsys):
