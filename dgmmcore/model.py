@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _distributed, _em, _estep, _impute, _mstep
 from ._data import RowSource
-from ._executor import LocalExecutor
+from ._executor import EStepConfig, LocalExecutor
 from ._network import (PathTable, forward_nodes, invert_nodes, n_paths, ravel_paths,
                        unravel_paths)
 from ._threads import effective_n_threads, limited_blas
@@ -292,8 +292,7 @@ class DeepGMM:
                                  f"{k}-layer network: use 0..{k - 1} or -{k}..-1")
         check_int(self.verbose, "verbose", minimum=0)
         check_n_threads(self.n_threads)
-        if (self.estep == "heuristic" and self.warm_passes == 0 and self.n_restarts == 0
-                and self.truncation is None):
+        if not self.truncation and not EStepConfig.of(self).searches:
             raise ValueError("the heuristic E-step needs warm_passes >= 1 or n_restarts >= 1 "
                              "(both 0 only with truncation: its candidates are the search)")
 
