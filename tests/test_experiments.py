@@ -59,6 +59,37 @@ def test_estep_gap_needs_one_network_with_its_checkpoint(tmp_path, bsds300_scrip
                              "--work", str(tmp_path)])
 
 
+def logp_gmm(model, X):
+    """log p(x) of a trained network, by scipy's densities over every path."""
+    weights, means, covs = model.to_gmm()
+    return logsumexp(np.stack([np.log(w) + multivariate_normal(mu, S).logpdf(X)
+                               for w, mu, S in zip(weights, means, covs)], axis=1), axis=1)
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_paired_scores_both_models_and_their_difference_on_the_same_patches(tmp_path,
+                                                                           bsds300_script):
+    X = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
+    files = []
+    for name, layers in (("a", (3,)), ("b", (3, 2))):
+        model = DeepGMM(layers=layers, max_iter=2, tol=0.0, random_state=0, n_threads=1).fit(X)
+        model.save(str(tmp_path / f"{name}.model.npz"))
+        files.append(str(tmp_path / f"{name}.model.npz"))
+    bsds300_script.main(["paired", "--root", str(BSDS), "--files", *files, "--test", "300",
+                         "--threads", "1", "--work", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "bsds300-paired.json").read_text())["rows"]
+    assert (row["A"], row["B"], row["test_patches"]) == ("a.model.npz", "b.model.npz", 300)
+    for split, n in (("validation", 300), ("test", 300)):
+        patches = load_bsds300(BSDS, split, n_patches=n, random_state=0)
+        a, b = (logp_gmm(dgmmcore.load(f), patches) for f in files)
+        assert row[f"{split}_A"] == pytest.approx(a.mean(), abs=1e-6)
+        assert row[f"{split}_B"] == pytest.approx(b.mean(), abs=1e-6)
+        assert row[f"{split}_B_stderr"] == pytest.approx(b.std(ddof=1) / np.sqrt(n), rel=1e-6)
+        assert row[f"{split}_B_minus_A"] == pytest.approx((b - a).mean(), abs=1e-6)
+        assert row[f"{split}_stderr"] == pytest.approx((b - a).std(ddof=1) / np.sqrt(n),
+                                                       rel=1e-6)
+
+
 @pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_table1_rows_score_the_saved_models_and_name_their_machine(tmp_path, bsds300_script):
     argv = ["table1", "--root", str(BSDS), "--train", "1200", "--test", "300", "--iters", "2",
@@ -69,10 +100,8 @@ def test_table1_rows_score_the_saved_models_and_name_their_machine(tmp_path, bsd
 
     test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
     for row, stem in zip(rows, ["bsds300-t1-3-n1200-s0", "bsds300-grown-3x2-n1200-s0"]):
-        weights, means, covs = dgmmcore.load(str(tmp_path / f"{stem}.model.npz")).to_gmm()
-        logp = np.stack([np.log(w) + multivariate_normal(mu, S).logpdf(test)
-                         for w, mu, S in zip(weights, means, covs)], axis=1)
-        assert row["test_loglik"] == pytest.approx(logsumexp(logp, axis=1).mean(), abs=1e-6)
+        logp = logp_gmm(dgmmcore.load(str(tmp_path / f"{stem}.model.npz")), test)
+        assert row["test_loglik"] == pytest.approx(logp.mean(), abs=1e-6)
         assert row["machine"] == bsds300_script.machine()["cpu"]
 
     # a second run reuses the saved models and replaces its rows instead of adding to them

@@ -601,9 +601,9 @@ def model_name(path, work):
 
 
 def cmd_paired(args):
-    """Two trained models scored on the same validation and test patches: the mean of the
-    per-patch differences B - A and its standard error, far smaller than either model's own
-    (the patches' spread is shared)."""
+    """Two trained models scored on the same validation and test patches: each model's mean
+    and, paired, the mean of the per-patch differences B - A and its standard error, far
+    smaller than either model's own (the patches' spread is shared)."""
     from dgmmcore import load
     if len(args.files) != 2:
         raise SystemExit("paired needs --files A.model.npz B.model.npz")
@@ -615,10 +615,15 @@ def cmd_paired(args):
             "test": load_data(args, "test", args.test)}
     for name, X in sets.items():
         row[f"{name}_patches"] = len(X)
+        scores = {"A": a.score_samples(X), "B": b.score_samples(X)}
+        for key, s in scores.items():
+            row[f"{name}_{key}"], row[f"{name}_{key}_stderr"] = mean_and_stderr(s)
         row[f"{name}_B_minus_A"], row[f"{name}_stderr"] = mean_and_stderr(
-            b.score_samples(X) - a.score_samples(X))
-        print(f"{name}: B - A = {row[f'{name}_B_minus_A']:.3f} +- "
-              f"{row[f'{name}_stderr']:.3f} nats", flush=True)
+            scores["B"] - scores["A"])
+        print(f"{name}: A {row[f'{name}_A']:.3f} +- {row[f'{name}_A_stderr']:.3f}, "
+              f"B {row[f'{name}_B']:.3f} +- {row[f'{name}_B_stderr']:.3f}, "
+              f"B - A = {row[f'{name}_B_minus_A']:.3f} +- {row[f'{name}_stderr']:.3f} nats",
+              flush=True)
     old_rows = read_json(f"{args.dataset}-paired.json").get("rows", [])
     write_json(f"{args.dataset}-paired.json", {
         "machine": machine(),
