@@ -7,7 +7,7 @@ the rows it is given.
 import numpy as np
 
 from . import _scoring
-from ._network import ravel_paths
+from ._network import order_by_path, ravel_paths
 
 CHUNK = _scoring.CHUNK
 _EMPTY_F = np.empty(0)
@@ -133,7 +133,7 @@ def coordinate_ascent(table, X, paths, passes, n_threads):
 def _choice_groups(base, stride, n_choices):
     """Rows grouped by their fixed part ``base``: (row order, group offsets, candidates
     base + stride * k per group, k < n_choices)."""
-    order = np.argsort(base, kind="stable").astype(np.intp)
+    order = order_by_path(base)
     keys, starts = np.unique(base[order], return_index=True)
     offsets = np.append(starts, len(order)).astype(np.intp)
     cand = keys[:, None] + stride * np.arange(n_choices, dtype=np.intp)[None, :]
@@ -191,7 +191,7 @@ def candidate_scores(table, X, bases, offsets, n_threads):
     gathered once and scored against its F candidates together."""
     n, B = bases.shape
     flat = bases.ravel()
-    order = np.argsort(flat, kind="stable").astype(np.intp)
+    order = order_by_path(flat)
     keys, starts = np.unique(flat[order], return_index=True)
     group_offsets = np.append(starts, len(order)).astype(np.intp)
     group, start, stop = split_runs(group_offsets)

@@ -24,6 +24,16 @@ def ravel_paths(paths, layers):
     return np.ravel_multi_index(tuple(paths.T), tuple(layers)).astype(np.intp)
 
 
+def order_by_path(keys):
+    """``np.argsort(keys, kind="stable")`` as intp, for path numbers (or any nonnegative
+    integers): through uint16 when every key fits, where numpy's stable sort is a radix sort
+    (7.5M keys below 15,000: 0.33 s against 1.34 s on intp), the same order."""
+    keys = np.asarray(keys)
+    if keys.size and keys.min() >= 0 and keys.max() < 1 << 16:
+        keys = keys.astype(np.uint16)
+    return np.argsort(keys, kind="stable").astype(np.intp)
+
+
 def invert_nodes(transforms, biases):
     """Forward (A, b) per layer -> inverse (Q, c) per layer."""
     Q = [np.linalg.inv(A) for A in transforms]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _estep, _scoring, _stats
+from ._network import order_by_path
 from ._threads import single_threaded_blas
 
 # Rows per statistics task: large enough to amortise the task, small enough to balance threads.
@@ -70,7 +71,7 @@ def _sums_about(X, rows, path_index, n_paths, shift, n_threads, seg):
     hold millions of hard-assigned rows) whose partial sums are then reduced."""
     D = X.shape[1]
     shift = np.ascontiguousarray(shift, dtype=np.float64)
-    order = np.argsort(path_index, kind="stable").astype(np.intp)
+    order = order_by_path(path_index)
     sizes = np.bincount(path_index, minlength=n_paths)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
     task_path, start, stop = _estep.split_runs(offsets, seg)
@@ -97,7 +98,7 @@ def _accumulate_about(X, rows, path_index, weights, shift, sums, scat, n_threads
     per-task (P, D, D) partials are needed. For block after block of soft entries, where
     those partials and their reduction would cost more than the scoring at many paths."""
     P = len(sums)
-    order = np.argsort(path_index, kind="stable").astype(np.intp)
+    order = order_by_path(path_index)
     offsets = np.zeros(P + 1, dtype=np.intp)
     np.cumsum(np.bincount(path_index, minlength=P), out=offsets[1:])
     with single_threaded_blas():

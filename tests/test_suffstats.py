@@ -128,3 +128,13 @@ def test_stats_pickle_as_upper_triangles_exactly(problem):
         assert np.array_equal(getattr(back, name), getattr(stats, name))
     P, D = stats.means.shape
     assert len(wire) < 8 * (P + P * D + P * D * (D + 1) // 2) + 1000
+
+
+@pytest.mark.parametrize("high", [1, 7, 15_000, 1 << 16, 1 << 40])
+def test_order_by_path_is_numpys_stable_argsort(high):
+    from dgmmcore._network import order_by_path
+    keys = np.random.default_rng(high % 1000).integers(0, high, 50_000)
+    order = order_by_path(keys)
+    assert order.dtype == np.intp
+    np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+    assert order_by_path(keys[:0]).shape == (0,)
