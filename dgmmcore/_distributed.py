@@ -70,8 +70,8 @@ def _make_shard(block, row_start, n_features):
 
 
 def _shard_estep(shard, table, config, key, n_threads):
-    stats, total, switched, paths = estep_block(table, shard.X, shard.paths, config, key,
-                                                shard.row_start, effective_n_threads(n_threads))
+    stats, total, switched, paths, _ = estep_block(table, shard.X, shard.paths, config, key,
+                                                   shard.row_start, effective_n_threads(n_threads))
     return Shard(shard.X, shard.row_start, paths), (stats, total, switched)
 
 
@@ -189,7 +189,10 @@ class DaskExecutor:
         self._wait(self.shards)
 
     # ---- the executor interface --------------------------------------------------------------
-    def estep(self, params, config, key):
+    def estep(self, params, config, key, rerank=True):
+        if not rerank or config.keeps_ranking:
+            raise ValueError("rerank_every > 1 (reusing truncated EM's ranked choices) runs "
+                             "locally only, not on Dask")
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return self._estep_once(params, config, key)
@@ -255,6 +258,13 @@ class DaskExecutor:
         if any(p is None for p in parts):
             return None
         return np.concatenate(parts)
+
+    def get_ranked(self):
+        return None  # the shards never keep truncated EM's ranked choices
+
+    def set_ranked(self, ranked):
+        if ranked is not None:
+            raise ValueError("rerank_every > 1 runs locally only, not on Dask")
 
     def set_paths(self, paths):
         new = []

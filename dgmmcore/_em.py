@@ -84,7 +84,9 @@ class EMRun:
         # one draw per E-step keys every row's random restart (see _estep.random_paths)
         key = int(self.rng.integers(2**63))
         config, self.first_config = self.first_config or self.config, None
-        total, stats, switched = self.executor.estep(self.params(), config, key)
+        # truncated EM ranks each layer's choices on every rerank_every-th E-step of a run
+        rerank = len(self.history) % config.rerank_every == 0
+        total, stats, switched = self.executor.estep(self.params(), config, key, rerank)
         n = self.executor.n_rows
         return total / n, stats, switched / n
 
@@ -105,6 +107,7 @@ class EMRun:
         self.first_config = None  # the run's first E-step is behind it
         self.Q, self.c = [np.array(q) for q in state["Q"]], [np.array(c) for c in state["c"]]
         self.executor.set_paths(state["paths"])
+        self.executor.set_ranked(state.get("ranked"))
         self.history = list(state["history"])
         self.rng.bit_generator.state = state["rng_state"]
 
@@ -170,6 +173,9 @@ class EMRun:
         paths = self.executor.get_paths()
         if paths is not None:
             arrays["checkpoint_paths"] = np.asarray(paths, dtype=np.int64)
+        ranked = self.executor.get_ranked()
+        if ranked is not None:  # truncated EM's kept choices, reused until the next ranking
+            arrays["checkpoint_ranked"] = ranked
         for j, (q, c) in enumerate(zip(self.Q, self.c)):
             # the inverse maps as the run holds them: inv(inv(Q)) would differ in the last bits
             arrays[f"checkpoint_Q_{j}"] = q

@@ -160,29 +160,65 @@ def layer_scores(table, X, paths, j, n_threads):
     return scores
 
 
-def truncated_candidates(table, X, paths, keep, n_threads):
+def truncated_candidates(table, X, paths, keep, n_threads, ranked=None):
     """Each row's candidate paths around its path ``paths`` (n, k): every combination of the
     ``keep`` best choices of each layer, each layer's choices ranked with the rest of the path
     fixed at the row's (the row's own choice always kept, so its path is a candidate).
 
-    Returned factored as (bases (n, B), offsets (F,)): row i's candidates are
+    Returned factored as (bases (n, B), offsets (F,), ranked): row i's candidates are
     bases[i, b] + offsets[f]. The layers of at most ``keep`` nodes keep all their choices, the
     same for every row: they make ``offsets``, and the rows that share a base share those F
-    candidates (``candidate_scores`` scores them together). B * F = prod(min(keep, N_j))."""
+    candidates (``candidate_scores`` scores them together). B * F = prod(min(keep, N_j)).
+
+    ``ranked`` (n, R, keep): for each of the R layers of more than ``keep`` nodes, the choices
+    kept, best first (the row's own first). Given one from an earlier call, those choices are
+    kept again without ranking (the costliest part: N_j scorings per row and layer); a row's
+    own choice, when missing (its path moved outside them), replaces its last, worst one. Any
+    candidate set holding the row's path keeps the bound at least the path's score."""
     layers = table.layers
     n = len(paths)
     strides = [int(np.prod(layers[j + 1:], dtype=np.int64)) for j in range(len(layers))]
     bases = np.zeros((n, 1), dtype=np.intp)
     offsets = np.zeros(1, dtype=np.intp)
+    ranked_layers = [j for j, n_j in enumerate(layers) if n_j > keep]
+    out = np.empty((n, len(ranked_layers), keep), dtype=ranking_dtype(layers))
     for j, n_j in enumerate(layers):
         if keep >= n_j:
             offsets = (offsets[:, None] + strides[j] * np.arange(n_j, dtype=np.intp)).ravel()
             continue
-        scores = layer_scores(table, X, paths, j, n_threads)
-        scores[np.arange(n), paths[:, j]] = np.inf
-        kept = np.argpartition(-scores, keep - 1, axis=1)[:, :keep].astype(np.intp)
+        r = ranked_layers.index(j)
+        if ranked is None:
+            out[:, r] = _rank_choices(table, X, paths, j, keep, n_threads)
+        else:
+            out[:, r] = _with_own_choice(ranked[:, r], paths[:, j])
+        kept = out[:, r].astype(np.intp)
         bases = (bases[:, :, None] + strides[j] * kept[:, None, :]).reshape(n, -1)
-    return bases, offsets
+    return bases, offsets, out
+
+
+def ranking_dtype(layers):
+    """The smallest integer type of the kept choices (a ranking of 26.7M rows x 20 choices is
+    1 GB as uint16, 4 GB as intp)."""
+    return np.uint16 if max(layers) <= 1 << 16 else np.int32
+
+
+def _rank_choices(table, X, paths, j, keep, n_threads):
+    """(n, keep) the ``keep`` best choices of layer j per row, best first, the rest of its path
+    fixed; the row's own choice always first."""
+    scores = layer_scores(table, X, paths, j, n_threads)
+    rows = np.arange(len(paths))
+    scores[rows, paths[:, j]] = np.inf
+    kept = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+    order = np.argsort(-np.take_along_axis(scores, kept, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(kept, order, axis=1)
+
+
+def _with_own_choice(kept, own):
+    """``kept`` (n, keep) with each row's own choice in place of its last one where missing."""
+    kept = np.array(kept, copy=True)
+    missing = ~(kept == own[:, None].astype(kept.dtype)).any(axis=1)
+    kept[missing, -1] = own[missing]
+    return kept
 
 
 def candidate_scores(table, X, bases, offsets, n_threads):

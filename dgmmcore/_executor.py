@@ -16,6 +16,12 @@ class EStepConfig:
     n_restarts: int
     restart_passes: int
     truncation: int = 0  # > 0: truncated soft EM around the path found (0: hard EM)
+    rerank_every: int = 1  # truncated EM ranks each layer's choices every this many E-steps
+
+    @property
+    def keeps_ranking(self):
+        """Whether the executor must hold each row's kept choices for later E-steps."""
+        return bool(self.truncation) and self.rerank_every > 1
 
     @property
     def searches(self):
@@ -26,7 +32,7 @@ class EStepConfig:
     @classmethod
     def of(cls, model):
         return cls(model.estep, tuple(model.layers), model.warm_passes, model.n_restarts,
-                   model.restart_passes, model.truncation or 0)
+                   model.restart_passes, model.truncation or 0, model.rerank_every)
 
 
 def build_table(params):
@@ -34,16 +40,18 @@ def build_table(params):
     return PathTable(A, b, log_w, Q=Q)
 
 
-def estep_block(table, X, prev, config, key, row_start, n_threads):
+def estep_block(table, X, prev, config, key, row_start, n_threads, ranked=None):
     """E-step of one block of rows. ``prev``: the rows' flat paths from the last E-step or
     None. Returns (stats, sum of objectives, number of switched rows (nan if no warm start),
-    flat paths or None for soft EM). With ``config.truncation`` the paths found (the best the
-    search reached) anchor truncated soft statistics, and each row's best candidate is its new
-    path; without a search (``config.searches`` False) the last E-step's paths anchor them."""
+    flat paths or None for soft EM, the kept choices of truncated EM or None). With
+    ``config.truncation`` the paths found (the best the search reached) anchor truncated soft
+    statistics, and each row's best candidate is its new path; without a search
+    (``config.searches`` False) the last E-step's paths anchor them. ``ranked``: the rows'
+    kept choices from an earlier E-step, reused instead of ranking again."""
     P = int(np.prod(config.layers))
     if config.estep == "soft":
         stats, loglik = _suffstats.soft_stats(X, table, n_threads)
-        return stats, float(loglik.sum()), float("nan"), None
+        return stats, float(loglik.sum()), float("nan"), None, None
     if config.truncation and prev is not None and not config.searches:
         paths, switched = prev, 0.0
     elif config.estep == "full" or (len(config.layers) == 1 and prev is not None):
@@ -61,11 +69,13 @@ def estep_block(table, X, prev, config, key, row_start, n_threads):
     if config.truncation:
         # the statistics come from the candidates around the paths found; the objective is
         # then the log-sum-exp over them (a tighter bound than the best path's score)
-        stats, score, paths = _suffstats.truncated_stats(
-            X, table, unravel_paths(paths, config.layers), config.truncation, n_threads)
+        stats, score, paths, ranked = _suffstats.truncated_stats(
+            X, table, unravel_paths(paths, config.layers), config.truncation, n_threads,
+            ranked=ranked)
     else:
         stats = _suffstats.hard_stats(X, paths, P, table.mean64, n_threads)
-    return stats, float(np.sum(score)), switched, paths
+        ranked = None
+    return stats, float(np.sum(score)), switched, paths, ranked
 
 
 class LocalExecutor:
@@ -77,6 +87,7 @@ class LocalExecutor:
         self.n_rows = source.n_rows
         self.n_features = source.n_features
         self.paths = None
+        self.ranked = None  # truncated EM's kept choices per row, when they are reused
 
     def sample_rows(self, rng, max_rows):
         if self.n_rows <= max_rows:
@@ -89,24 +100,42 @@ class LocalExecutor:
 
     def set_paths(self, paths):
         self.paths = None if paths is None else np.asarray(paths, dtype=np.intp)
+        self.ranked = None  # chosen around other paths
 
-    def estep(self, params, config, key):
-        """Returns (sum of objectives, merged stats, switched rows)."""
+    def get_ranked(self):
+        return self.ranked
+
+    def set_ranked(self, ranked):
+        self.ranked = ranked
+
+    def estep(self, params, config, key, rerank=True):
+        """Returns (sum of objectives, merged stats, switched rows). Without ``rerank``
+        truncated EM reuses the kept choices of the last E-step that ranked them (when this
+        executor holds them: ``config.keeps_ranking``)."""
         table = build_table(params)
         hard = config.estep != "soft"
         new_paths = np.empty(self.n_rows, dtype=np.intp) if hard else None
+        reuse = self.ranked if not rerank and config.keeps_ranking else None
+        new_ranked = None
         stats, total, switched = None, 0.0, 0.0
         for lo, hi, X in self.source.blocks():
             prev = None if self.paths is None else self.paths[lo:hi]
-            st, score_sum, sw, paths = estep_block(table, X, prev, config, key, lo,
-                                                   self.n_threads)
+            st, score_sum, sw, paths, ranked = estep_block(
+                table, X, prev, config, key, lo, self.n_threads,
+                None if reuse is None else reuse[lo:hi])
             stats = _suffstats.merge_stats(stats, st)
             total += score_sum
             switched += sw
             if hard:
                 new_paths[lo:hi] = paths
+            if config.keeps_ranking:
+                if new_ranked is None:  # in place over the reused ones: a block's are read first
+                    new_ranked = reuse if reuse is not None else np.empty(
+                        (self.n_rows,) + ranked.shape[1:], ranked.dtype)
+                new_ranked[lo:hi] = ranked
         if hard:
             self.paths = new_paths
+        self.ranked = new_ranked
         return total, stats, switched
 
     def close(self):

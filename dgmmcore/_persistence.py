@@ -16,7 +16,7 @@ FORMAT_VERSION = 1
 _MAGIC = "dgmmcore-model"
 HYPERPARAMETERS = ("estep", "path_prior", "mstep", "max_iter", "tol", "lbfgs_maxiter",
                    "warm_passes", "n_restarts", "restart_passes", "reg_covar", "n_init",
-                   "truncation", "init_layer", "random_state", "n_threads", "verbose")
+                   "truncation", "rerank_every", "init_layer", "random_state", "n_threads", "verbose")
 
 
 def _jsonable(v):
@@ -146,12 +146,14 @@ def load_model(path):
     if "checkpoint" in meta:
         with np.load(path, allow_pickle=False) as f:
             paths = f["checkpoint_paths"].astype(np.intp) if "checkpoint_paths" in f.files else None
+            ranked = f["checkpoint_ranked"] if "checkpoint_ranked" in f.files else None
             k = len(meta["layers"])
             try:
                 Q = [f[f"checkpoint_Q_{j}"] for j in range(k)]
                 c = [f[f"checkpoint_c_{j}"] for j in range(k)]
             except KeyError as exc:
                 _fail(path, f"incomplete checkpoint (missing {exc})")
-        model._resume_state = {"paths": paths, "history": meta["history"], "Q": Q, "c": c,
+        model._resume_state = {"paths": paths, "ranked": ranked, "history": meta["history"],
+                               "Q": Q, "c": c,
                                "rng_state": meta["checkpoint"]["rng_state"]}
     return model

@@ -109,7 +109,8 @@ def cmd_fit(args):
         model = DeepGMM(layers=args.layers, estep=args.estep, max_iter=args.iters,
                         init_layer=args.init_layer, random_state=args.seed,
                         n_threads=args.threads, verbose=1)
-    for option, attr in (("--reg-covar", "reg_covar"), ("--truncation", "truncation")):
+    for option, attr in (("--reg-covar", "reg_covar"), ("--truncation", "truncation"),
+                         ("--rerank-every", "rerank_every")):
         value = getattr(args, attr)
         if value is not None and value != getattr(model, attr):
             if resume:  # a checkpoint continues its own run
@@ -123,6 +124,7 @@ def cmd_fit(args):
     print(f"network {model.layers}: {math.prod(model.layers)} paths; "
           f"estep={model.estep}"
           + (f", truncation {model.truncation}" if model.truncation else "")
+          + (f" (ranked every {model.rerank_every} E-steps)" if model.rerank_every > 1 else "")
           + ("" if searches else " without the search")
           + f"; up to {model.max_iter} EM iterations", flush=True)
     t0 = time.perf_counter()
@@ -332,6 +334,10 @@ def build_parser():
                    help="with --truncation: after the first E-step, each row's candidates "
                         "around its last path are the search (its best candidate becomes the "
                         "path); on BSDS300 (600, 5, 5), k=20, 0.6x the E-step time (README)")
+    f.add_argument("--rerank-every", type=_positive, default=None, metavar="R",
+                   help="with --truncation: rank each layer's choices on every R-th E-step "
+                        "only, reusing each row's kept choices in between (default 1: every "
+                        "E-step; local runs only)")
     f.add_argument("--iters", type=_positive, default=30, help="EM iterations (default 30)")
     f.add_argument("--threads", type=_positive, default=None)
     f.add_argument("--seed", type=int, default=0)

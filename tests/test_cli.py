@@ -197,6 +197,20 @@ def test_fit_no_search_reaches_the_model(tmp_path, capsys):
     assert "--estep full searches every path" in capsys.readouterr().err
 
 
+def test_fit_rerank_every_reaches_the_model(tmp_path, capsys):
+    X, npy = two_clusters_npy(tmp_path, 2)
+    data = fit_args(npy, "--layers", "3,2", "--iters", "2", "--truncation", "2", "--no-search")
+    assert main(data + ["--rerank-every", "2", "--out", str(tmp_path / "r.npz")]) == 0
+    assert "ranked every 2 E-steps" in capsys.readouterr().out
+    got = load(tmp_path / "r.npz")
+    assert got.rerank_every == 2
+    assert_same_transforms(got, fit_like_the_command(X, layers=(3, 2), truncation=2,
+                                                     warm_passes=0, n_restarts=0,
+                                                     rerank_every=2))
+    assert main(fit_args(npy, "--layers", "3,2", "--rerank-every", "2")) == 2
+    assert "needs truncation" in capsys.readouterr().err
+
+
 def test_fit_bad_reg_covar_and_truncation_are_reported(tmp_path, capsys):
     _, npy = two_clusters_npy(tmp_path, 2)
     data = fit_args(npy, "--layers", "3,2", "--iters", "2")

@@ -51,7 +51,7 @@ def brute_candidates(logp, anchors, keep):
 def test_candidates_and_their_scores_match_scipy(problem, keep):
     model, X, logp, anchors = problem
     table = model._path_table()
-    bases, offsets = _estep.truncated_candidates(table, X, anchors, keep, 2)
+    bases, offsets, _ = _estep.truncated_candidates(table, X, anchors, keep, 2)
     cand = (bases[:, :, None] + offsets).reshape(len(X), -1)
     assert cand.shape == (len(X), int(np.prod([min(keep, n) for n in LAYERS])))
     assert [set(c.tolist()) for c in cand] == brute_candidates(logp, anchors, keep)
@@ -65,14 +65,14 @@ def test_candidates_and_their_scores_match_scipy(problem, keep):
 @pytest.mark.parametrize("keep", [2, 3])
 def test_truncated_stats_are_the_posterior_restricted_to_the_candidates(problem, keep):
     model, X, logp, anchors = problem
-    bases, offsets = _estep.truncated_candidates(model._path_table(), X, anchors, keep, 2)
+    bases, offsets, _ = _estep.truncated_candidates(model._path_table(), X, anchors, keep, 2)
     cand = (bases[:, :, None] + offsets).reshape(len(X), -1)
     mask = np.zeros(logp.shape, dtype=bool)
     np.put_along_axis(mask, cand, True, axis=1)
     restricted = np.where(mask, logp, -np.inf)
     bound = logsumexp(restricted, axis=1)
     resp = np.exp(restricted - bound[:, None])
-    stats, loglik, best = truncated_stats(X, model._path_table(), anchors, keep, 2, floor=0.0,
+    stats, loglik, best, _ = truncated_stats(X, model._path_table(), anchors, keep, 2, floor=0.0,
                                           block_pairs=500, accumulate_entries=1000)
     counts, means, scat = reference_stats(X, resp)
     np.testing.assert_allclose(loglik, bound, rtol=1e-10)
@@ -97,12 +97,12 @@ def test_one_choice_per_layer_is_hard_em_and_every_choice_is_soft_em(problem):
     model, X, logp, anchors = problem
     table = model._path_table()
     flat = np.ravel_multi_index(tuple(anchors.T), LAYERS)
-    one, ll_one, _ = truncated_stats(X, table, anchors, 1, 2)
+    one, ll_one, *_ = truncated_stats(X, table, anchors, 1, 2)
     hard = hard_stats(X, flat, logp.shape[1], table.mean64, 2)
     np.testing.assert_array_equal(one.counts, hard.counts)
     np.testing.assert_allclose(one.scatters, hard.scatters, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ll_one, logp[np.arange(len(X)), flat], rtol=1e-12)
-    every, ll_every, _ = truncated_stats(X, table, anchors, max(LAYERS), 2, floor=RESP_FLOOR)
+    every, ll_every, *_ = truncated_stats(X, table, anchors, max(LAYERS), 2, floor=RESP_FLOOR)
     soft, ll_soft = soft_stats(X, table, 2)
     np.testing.assert_allclose(ll_every, ll_soft, rtol=1e-12)
     np.testing.assert_allclose(every.counts, soft.counts, rtol=1e-12)
@@ -113,8 +113,8 @@ def test_truncated_stats_of_float32_rows(problem):
     model, X, _, anchors = problem
     table = model._path_table()
     X32 = X.astype(np.float32)
-    s32, ll32, _ = truncated_stats(X32, table, anchors, 2, 2)
-    s64, ll64, _ = truncated_stats(X32.astype(np.float64), table, anchors, 2, 2)
+    s32, ll32, *_ = truncated_stats(X32, table, anchors, 2, 2)
+    s64, ll64, *_ = truncated_stats(X32.astype(np.float64), table, anchors, 2, 2)
     np.testing.assert_allclose(ll32, ll64, rtol=1e-5)
     np.testing.assert_allclose(s32.counts, s64.counts, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(s32.scatters, s64.scatters, rtol=1e-4, atol=1e-3)
@@ -123,7 +123,7 @@ def test_truncated_stats_of_float32_rows(problem):
 def test_truncated_stats_do_not_depend_on_threads(problem):
     model, X, _, anchors = problem
     table = model._path_table()
-    (a, la, _), (b, lb, _) = (truncated_stats(X, table, anchors, 2, t) for t in (1, 2))
+    (a, la, *_), (b, lb, *_) = (truncated_stats(X, table, anchors, 2, t) for t in (1, 2))
     assert np.array_equal(la, lb) and np.array_equal(a.scatters, b.scatters)
 
 
@@ -164,8 +164,8 @@ def test_without_a_search_the_candidates_around_the_last_paths_are_the_estep(pro
     assert not config.searches
     table = model._path_table()
     prev = np.ravel_multi_index(tuple(anchors.T), LAYERS)
-    stats, total, switched, paths = estep_block(table, X, prev, config, 0, 0, 2)
-    expected, loglik, best = truncated_stats(X, table, anchors, 2, 2)
+    stats, total, switched, paths, _ = estep_block(table, X, prev, config, 0, 0, 2)
+    expected, loglik, best, _ = truncated_stats(X, table, anchors, 2, 2)
     np.testing.assert_array_equal(stats.scatters, expected.scatters)
     np.testing.assert_array_equal(paths, best)
     assert total == pytest.approx(loglik.sum(), rel=1e-12) and switched == 0.0
@@ -243,3 +243,139 @@ def test_posterior_entries_against_numpy():
         np.testing.assert_array_equal(cols, c_ref)
         np.testing.assert_allclose(weights, np.insert(post, 7, 0.0, axis=0)[r_ref, c_ref],
                                    rtol=1e-12)
+
+
+def layer_choice_scores(logp, paths, j):
+    """(n, N_j) brute-force scores of every choice of layer j, the rest of each path fixed."""
+    S = logp.reshape((len(logp),) + LAYERS)
+    out = np.empty((len(paths), LAYERS[j]))
+    for i, a in enumerate(paths):
+        index = list(a)
+        index[j] = slice(None)
+        out[i] = S[(i, *index)]
+    return out
+
+
+def test_ranking_lists_each_wide_layers_choices_best_first_own_first(problem):
+    model, X, logp, anchors = problem
+    keep = 2
+    *_, ranked = _estep.truncated_candidates(model._path_table(), X, anchors, keep, 2)
+    wide = [j for j, n_j in enumerate(LAYERS) if n_j > keep]
+    assert ranked.shape == (len(X), len(wide), keep) and ranked.dtype == np.uint16
+    for r, j in enumerate(wide):
+        s = layer_choice_scores(logp, anchors, j)
+        s[np.arange(len(X)), anchors[:, j]] = np.inf
+        np.testing.assert_array_equal(ranked[:, r], np.argsort(-s, axis=1, kind="stable")[:, :keep])
+
+
+def test_reused_rankings_give_the_kept_choices_with_the_rows_own(problem):
+    """A second E-step reusing the ranking scores the products of the kept choices (the row's
+    own choice in place of the worst where its path moved outside them), and its statistics
+    are the posterior restricted to those candidates."""
+    model, X, logp, anchors = problem
+    keep = 2
+    table = model._path_table()
+    *_, ranked = _estep.truncated_candidates(table, X, anchors, keep, 2)
+    rng = np.random.default_rng(9)
+    moved = np.stack([rng.integers(0, n, len(X)) for n in LAYERS], axis=1)
+    bases, offsets, again = _estep.truncated_candidates(table, X, moved, keep, 2, ranked=ranked)
+    cand = (bases[:, :, None] + offsets).reshape(len(X), -1)
+    wide = [j for j, n_j in enumerate(LAYERS) if n_j > keep]
+    for i in range(len(X)):
+        choices = []
+        for j, n_j in enumerate(LAYERS):
+            if j not in wide:
+                choices.append(range(n_j))
+                continue
+            kept = ranked[i, wide.index(j)].tolist()
+            if moved[i, j] not in kept:
+                kept[-1] = moved[i, j]
+            choices.append(kept)
+            assert again[i, wide.index(j)].tolist() == kept
+        expected = {int(np.ravel_multi_index(p, LAYERS)) for p in itertools.product(*choices)}
+        assert set(cand[i].tolist()) == expected
+    assert np.any(again != ranked)  # some paths did move outside their kept choices
+    mask = np.zeros(logp.shape, dtype=bool)
+    np.put_along_axis(mask, cand, True, axis=1)
+    restricted = np.where(mask, logp, -np.inf)
+    bound = logsumexp(restricted, axis=1)
+    stats, loglik, best, out = truncated_stats(X, table, moved, keep, 2, floor=0.0,
+                                               ranked=ranked, block_pairs=500)
+    np.testing.assert_allclose(loglik, bound, rtol=1e-10)
+    np.testing.assert_array_equal(best, np.argmax(restricted, axis=1))
+    np.testing.assert_array_equal(out, again)
+    counts, means, scat = reference_stats(X, np.exp(restricted - bound[:, None]))
+    np.testing.assert_allclose(stats.counts, counts, rtol=1e-9)
+
+
+def search_free(X, **kw):
+    """Truncated EM without the search from the hard-EM paths, ``kw`` on top."""
+    start = fit(X)
+    model = fit(X)
+    settings = dict(truncation=2, warm_start=True, max_iter=6, tol=0, warm_passes=0,
+                    n_restarts=0)
+    for name, value in {**settings, **kw}.items():
+        setattr(model, name, value)
+    return model, start.predict(X)
+
+
+def test_rerank_every_reuses_the_ranking_between_rankings(problem, monkeypatch):
+    _, X, _, _ = problem
+    calls = []
+    rank = _estep._rank_choices
+    monkeypatch.setattr(_estep, "_rank_choices", lambda *a: calls.append(1) or rank(*a))
+    objectives = {}
+    for every in (1, 3):
+        model, paths = search_free(X, rerank_every=every)
+        calls.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, init_paths=paths)
+        # 7 E-steps, ranking the 2 wide layers on all of them or on the 1st, 4th and 7th
+        assert len(calls) == 2 * (7 if every == 1 else 3)
+        objectives[every] = [h["objective"] for h in model.history_]
+        # the candidates keep each row's path, so the bound never falls
+        assert np.all(np.diff(objectives[every]) >= -1e-9)
+    # E-steps that rank see the same parameters only at the first
+    assert objectives[3][0] == objectives[1][0]
+    assert objectives[3][-1] != objectives[1][-1]
+
+
+def test_resuming_a_reranking_run_ends_where_the_uninterrupted_run_does(tmp_path, problem):
+    _, X, _, _ = problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref, paths = search_free(X, rerank_every=3)
+        ref.fit(X, init_paths=paths)
+        first, _ = search_free(X, rerank_every=3, max_iter=2)
+        first.fit(X, init_paths=paths, checkpoint=tmp_path / "ck.npz")
+        resumed = load(tmp_path / "ck.npz")
+        assert resumed.rerank_every == 3 and resumed._resume_state["ranked"] is not None
+        resumed.max_iter = 6
+        resumed.fit(X, resume=True)
+    for a, b in zip(ref.transforms_ + ref.biases_, resumed.transforms_ + resumed.biases_):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.objective_ == ref.objective_
+
+
+def test_rerank_every_validates(tmp_path, problem):
+    _, X, _, _ = problem
+    with pytest.raises(ValueError, match="rerank_every must be >= 1"):
+        DeepGMM(LAYERS, truncation=2, rerank_every=0).fit(X)
+    with pytest.raises(ValueError, match="needs truncation"):
+        DeepGMM(LAYERS, rerank_every=2).fit(X)
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(ValueError, match="locally only"):
+        DeepGMM(LAYERS, truncation=2, rerank_every=2).fit(da.from_array(X, chunks=300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model, paths = search_free(X, rerank_every=2, max_iter=1)
+        model.fit(X, init_paths=paths, checkpoint=tmp_path / "ck.npz")
+    with np.load(tmp_path / "ck.npz") as f:
+        arrays = dict(f)
+    for bad, message in ((arrays["checkpoint_ranked"][:-1], "shape"),
+                         (np.full_like(arrays["checkpoint_ranked"], 9), "beyond"),
+                         (arrays["checkpoint_ranked"].astype(np.float64), "do not belong")):
+        np.savez(tmp_path / "bad.npz", **dict(arrays, checkpoint_ranked=bad))
+        with pytest.raises(ValueError, match=message):
+            load(tmp_path / "bad.npz").fit(X, resume=True)
