@@ -347,6 +347,22 @@ def test_table1_add_validation_images_trains_on_all_train_images(tmp_path, bsds3
     assert [(r["soft_em_iterations"], r["truncation_search"]) for r in rows
             if r["truncation"]] == [(1, True), (2, True), (1, False)]
 
+    # reusing the ranking on the second iteration (--rerank-every 2): its own tag and row
+    bsds300_script.main(["table1", "--models", "3,2", "--add-validation-images",
+                         "--soft-iters", "2", "--truncation", "2", "--no-search",
+                         "--rerank-every", "2", *common])
+    model = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133.model.npz"))
+    model.warm_start, model.max_iter, model.n_threads, model.truncation = True, 2, 1, 2
+    model.warm_passes, model.n_restarts, model.rerank_every = 0, 0, 2
+    model.fit(np.concatenate([X, extra]), init_paths=last, final_estep=False)
+    reused = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plusval133"
+                                          "-trunc2-nosearch-rerank2-soft2.model.npz"))
+    for a, b in zip(reused.transforms_, model.transforms_):
+        np.testing.assert_array_equal(a, b)
+    assert reused.rerank_every == 2
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert [r["rerank_every"] for r in rows if r["truncation"]][-1] == 2
+
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_warm_start_compares_random_and_exact_first_esteps(tmp_path, bsds300_script):

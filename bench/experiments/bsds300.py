@@ -210,7 +210,9 @@ def polish_suffix(args):
     if not truncation:
         return f"-soft{args.soft_iters}"
     search = "-nosearch" if getattr(args, "no_search", False) else ""
-    return f"-trunc{truncation}{search}-soft{args.soft_iters}"
+    every = getattr(args, "rerank_every", 1)
+    rerank = f"-rerank{every}" if every > 1 else ""
+    return f"-trunc{truncation}{search}{rerank}-soft{args.soft_iters}"
 
 
 def shorter_polish(args, tag):
@@ -498,6 +500,8 @@ def cmd_table1(args):
             model.truncation, model.warm_start = args.truncation or None, True
             if args.truncation and args.no_search:
                 model.warm_passes, model.n_restarts = 0, 0  # the candidates are the search
+            if args.truncation:
+                model.rerank_every = args.rerank_every
             # truncated EM searches from the rows' paths of the hard run's last E-step (not
             # from the exact search a loaded model would start with)
             ckpt = os.path.join(args.work, f"{tag}.ckpt.npz")
@@ -524,6 +528,9 @@ def cmd_table1(args):
                      # truncated iterations without the heuristic search (None: not truncated)
                      "truncation_search": ((not args.no_search) if args.soft_iters
                                            and args.truncation else None),
+                     # truncated iterations rank the top nodes on every this many E-steps
+                     "rerank_every": (args.rerank_every if args.soft_iters and args.truncation
+                                      else None),
                      "reg_covar": model.reg_covar,
                      "train_dtype": train.dtype.name, "reseeding": RESEEDING,
                      # trained first on this many patches, then on train_patches
@@ -891,6 +898,9 @@ def main(argv=None):
     p.add_argument("--truncation", type=int, default=0,
                    help="table1/gaps: make the --soft-iters truncated soft EM (DeepGMM's "
                         "truncation: this many choices per layer around each row's path)")
+    p.add_argument("--rerank-every", type=int, default=1,
+                   help="table1: with --truncation, rank each layer's choices on every this "
+                        "many E-steps only (DeepGMM's rerank_every)")
     p.add_argument("--reg-covar", type=float, default=DEFAULT_REG_COVAR,
                    help="table1/gaps: DeepGMM's reg_covar (added to every node's covariance)")
     p.add_argument("--float32", action="store_true",
