@@ -463,3 +463,16 @@ def test_soft_vs_hard_continues_the_network_both_ways_and_pairs_the_scores(tmp_p
         assert result["test_stderr"] == pytest.approx(gain.std(ddof=1) / np.sqrt(300))
         assert result["objective"] == pytest.approx(model.objective_)
     assert row["before"]["test"] == pytest.approx(before.mean())
+
+    # truncated without the search, reusing the ranking on every other E-step
+    script.main(options + ["--arms", "reused", "--truncation", "2", "--no-search",
+                           "--rerank-every", "2", "--iters", "2"])
+    rows = json.loads((tmp_path / "bsds300-soft-vs-hard.json").read_text())["rows"]
+    result = next(r for r in rows if r["iterations"] == 2)["truncated2-nosearch-rerank2"]
+    model = dgmmcore.load(str(net))
+    model.warm_start, model.max_iter, model.n_threads, model.truncation = True, 2, 1, 2
+    model.warm_passes, model.n_restarts, model.rerank_every = 0, 0, 2
+    model.fit(X, init_paths=paths)
+    assert result["objectives"] == pytest.approx([h["objective"] for h in model.history_])
+    assert result["test"] == pytest.approx((model.score_samples(test) - before).mean(),
+                                           abs=1e-12)
