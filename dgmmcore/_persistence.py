@@ -16,7 +16,8 @@ FORMAT_VERSION = 1
 _MAGIC = "dgmmcore-model"
 HYPERPARAMETERS = ("estep", "path_prior", "mstep", "max_iter", "tol", "lbfgs_maxiter",
                    "warm_passes", "n_restarts", "restart_passes", "reg_covar", "n_init",
-                   "truncation", "rerank_every", "init_layer", "random_state", "n_threads", "verbose")
+                   "truncation", "rerank_every", "init_layer", "random_state", "n_threads",
+                   "verbose")
 
 
 def _jsonable(v):
