@@ -72,7 +72,7 @@ def run(ctx):
     def truncated_no_search():
         return truncated_stats(X32, table, previous, keep, t)
 
-    ranked = truncated_stats(X32, table, previous, keep, t)[3]
+    ranked = truncated_stats(X32, table, previous, keep, t, keep_ranking=True)[3]
 
     def truncated_reused():
         return truncated_stats(X32, table, previous, keep, t, ranked=ranked)

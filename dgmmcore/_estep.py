@@ -180,13 +180,13 @@ def truncated_candidates(table, X, paths, keep, n_threads, ranked=None):
     strides = [int(np.prod(layers[j + 1:], dtype=np.int64)) for j in range(len(layers))]
     bases = np.zeros((n, 1), dtype=np.intp)
     offsets = np.zeros(1, dtype=np.intp)
-    ranked_layers = [j for j, n_j in enumerate(layers) if n_j > keep]
-    out = np.empty((n, len(ranked_layers), keep), dtype=ranking_dtype(layers))
+    wide = ranked_layers(layers, keep)
+    out = np.empty((n, len(wide), keep), dtype=ranking_dtype(layers))
     for j, n_j in enumerate(layers):
         if keep >= n_j:
             offsets = (offsets[:, None] + strides[j] * np.arange(n_j, dtype=np.intp)).ravel()
             continue
-        r = ranked_layers.index(j)
+        r = wide.index(j)
         if ranked is None:
             out[:, r] = _rank_choices(table, X, paths, j, keep, n_threads)
         else:
@@ -194,6 +194,12 @@ def truncated_candidates(table, X, paths, keep, n_threads, ranked=None):
         kept = out[:, r].astype(np.intp)
         bases = (bases[:, :, None] + strides[j] * kept[:, None, :]).reshape(n, -1)
     return bases, offsets, out
+
+
+def ranked_layers(layers, keep):
+    """The layers truncated EM ranks (more than ``keep`` nodes), in the order of a ranking's
+    second axis; the others keep all their choices."""
+    return [j for j, n_j in enumerate(layers) if n_j > keep]
 
 
 def ranking_dtype(layers):

@@ -71,7 +71,7 @@ def estep_block(table, X, prev, config, key, row_start, n_threads, ranked=None):
         # then the log-sum-exp over them (a tighter bound than the best path's score)
         stats, score, paths, ranked = _suffstats.truncated_stats(
             X, table, unravel_paths(paths, config.layers), config.truncation, n_threads,
-            ranked=ranked)
+            ranked=ranked, keep_ranking=config.keeps_ranking)
     else:
         stats = _suffstats.hard_stats(X, paths, P, table.mean64, n_threads)
         ranked = None

@@ -210,7 +210,8 @@ ACCUMULATE_ENTRIES = 1 << 23
 
 
 def truncated_stats(X, table, paths, keep, n_threads, floor=None, ranked=None,
-                    block_pairs=TRUNCATED_BLOCK_PAIRS, accumulate_entries=ACCUMULATE_ENTRIES):
+                    keep_ranking=False, block_pairs=TRUNCATED_BLOCK_PAIRS,
+                    accumulate_entries=ACCUMULATE_ENTRIES):
     """Statistics of truncated soft EM, the per-row log-sum-exp over the candidates and each
     row's best candidate (a flat path index: at least as good as ``paths``, one of them).
 
@@ -221,7 +222,8 @@ def truncated_stats(X, table, paths, keep, n_threads, floor=None, ranked=None,
     least the path's own score (hard EM is keep=1; keep >= every N_j is soft EM).
     Entries above ``floor`` (default TRUNCATED_FLOOR) are accumulated as in ``soft_stats``.
     ``ranked``: the choices an earlier call kept, reused instead of ranking them again
-    (``_estep.truncated_candidates``). Returns (stats, loglik, best, ranked)."""
+    (``_estep.truncated_candidates``). Returns (stats, loglik, best, ranked): the choices
+    kept this time with ``keep_ranking``, else None (40 B a row that nobody reads)."""
     floor = TRUNCATED_FLOOR if floor is None else floor
     n, D = X.shape
     n_cand = int(np.prod([min(keep, n_j) for n_j in table.layers]))
@@ -233,13 +235,17 @@ def truncated_stats(X, table, paths, keep, n_threads, floor=None, ranked=None,
     X = np.ascontiguousarray(X, dtype=dtype)
     scoring = table.astype(dtype)
     entries, n_entries = [], 0
-    n_ranked = sum(n_j > keep for n_j in table.layers)
-    ranked_out = np.empty((n, n_ranked, keep), dtype=_estep.ranking_dtype(table.layers))
+    ranked_out = None
+    if keep_ranking:
+        ranked_out = np.empty((n, len(_estep.ranked_layers(table.layers, keep)), keep),
+                              dtype=_estep.ranking_dtype(table.layers))
     for lo in range(0, n, block):
         Xb = X[lo:lo + block]
-        bases, offsets, ranked_out[lo:lo + len(Xb)] = _estep.truncated_candidates(
+        bases, offsets, kept = _estep.truncated_candidates(
             scoring, Xb, paths[lo:lo + block], keep, n_threads,
             None if ranked is None else ranked[lo:lo + block])
+        if keep_ranking:
+            ranked_out[lo:lo + len(Xb)] = kept
         scores = _estep.candidate_scores(scoring, Xb, bases, offsets, n_threads)
         bad = np.flatnonzero(~np.isfinite(scores.max(axis=1)))
         if bad.size and dtype == np.float32:  # float32 overflowed where float64 may not

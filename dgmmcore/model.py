@@ -411,7 +411,7 @@ class DeepGMM:
         """A checkpoint's kept choices of truncated EM, or a ValueError naming the problem (a
         bad file must not index outside the network)."""
         keep = self.truncation or 0
-        wide = [n_j for n_j in self.layers if n_j > keep]
+        wide = [self.layers[j] for j in _estep.ranked_layers(self.layers, keep)]
         expected = (n_rows, len(wide), keep)
         if self.rerank_every == 1 or ranked.dtype != _estep.ranking_dtype(self.layers):
             raise ValueError(f"resume: the checkpoint's ranked choices ({ranked.dtype}) do not "

@@ -281,6 +281,7 @@ def test_reused_rankings_give_the_kept_choices_with_the_rows_own(problem):
     bases, offsets, again = _estep.truncated_candidates(table, X, moved, keep, 2, ranked=ranked)
     cand = (bases[:, :, None] + offsets).reshape(len(X), -1)
     wide = [j for j, n_j in enumerate(LAYERS) if n_j > keep]
+    assert _estep.ranked_layers(LAYERS, keep) == wide
     for i in range(len(X)):
         choices = []
         for j, n_j in enumerate(LAYERS):
@@ -300,10 +301,15 @@ def test_reused_rankings_give_the_kept_choices_with_the_rows_own(problem):
     restricted = np.where(mask, logp, -np.inf)
     bound = logsumexp(restricted, axis=1)
     stats, loglik, best, out = truncated_stats(X, table, moved, keep, 2, floor=0.0,
-                                               ranked=ranked, block_pairs=500)
+                                               ranked=ranked, keep_ranking=True,
+                                               block_pairs=500)
     np.testing.assert_allclose(loglik, bound, rtol=1e-10)
     np.testing.assert_array_equal(best, np.argmax(restricted, axis=1))
     np.testing.assert_array_equal(out, again)
+    unkept = truncated_stats(X, table, moved, keep, 2, floor=0.0, ranked=ranked,
+                             block_pairs=500)
+    assert unkept[3] is None  # nobody reads it
+    np.testing.assert_array_equal(unkept[2], best)
     counts, means, scat = reference_stats(X, np.exp(restricted - bound[:, None]))
     np.testing.assert_allclose(stats.counts, counts, rtol=1e-9)
 
