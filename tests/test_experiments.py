@@ -243,6 +243,36 @@ def test_table1_add_fresh_continues_the_network_on_its_patches_and_fresh_ones(tm
 
 
 @pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_table1_add_fresh_then_soft_iterations_draw_the_fresh_rows_once(tmp_path,
+                                                                        bsds300_script,
+                                                                        monkeypatch):
+    common = grown_run_options(tmp_path)
+    bsds300_script.main(["table1", "--models", "3,2", *common])
+    draws = []
+    fresh_train = bsds300_script.fresh_train
+    monkeypatch.setattr(bsds300_script, "fresh_train",
+                        lambda *a: draws.append(a[1]) or fresh_train(*a))
+    bsds300_script.main(["table1", "--models", "3,2", "--add-fresh", "600", "--soft-iters", "1",
+                         "--truncation", "2", *common])
+    assert draws == [600]  # the hard stage's rows go on to the truncated iteration
+
+    # the same through the public API: the plus600 network, one truncated iteration on the
+    # same 1800 rows from their paths in its last checkpoint
+    X = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
+    fresh = load_bsds300(BSDS, "train", n_patches=600, random_state=np.random.SeedSequence([0, 1]))
+    model = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plus600.model.npz"))
+    with np.load(tmp_path / "bsds300-grown-3x2-n1200-s0-plus600.ckpt.npz") as f:
+        paths = np.stack(np.unravel_index(f["checkpoint_paths"], (3, 2)), axis=1)
+    model.warm_start, model.max_iter, model.n_threads, model.truncation = True, 1, 1, 2
+    model.fit(np.concatenate([X, fresh]), init_paths=paths, final_estep=False)
+    soft = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plus600-trunc2-soft1.model.npz"))
+    for a, b in zip(soft.transforms_, model.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert (rows[1]["train_patches"], rows[1]["soft_em_iterations"]) == (1800, 1)
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_table1_add_validation_images_trains_on_all_train_images(tmp_path, bsds300_script,
                                                                   monkeypatch):
     common = grown_run_options(tmp_path)

@@ -418,7 +418,8 @@ def fit_extended(layers, X, args):
     stage's old rows start from their paths in its base's last checkpoint, its fresh rows
     from their exact best paths (``predict``; cached beside the checkpoint: 35 min for 6M
     rows at (600, 5, 5) on 2 cores), so no row starts from scratch. Returns (model, seconds
-    of all fits, its tag, EM iterations of all fits, training patches)."""
+    of all fits, its tag, EM iterations of all fits, training patches, the rows drawn: None
+    when the run had finished before)."""
     from dgmmcore import load
     stages = added_stages(args, len(X))
     *earlier, (last, _) = stages
@@ -442,7 +443,7 @@ def fit_extended(layers, X, args):
     ready = finished_fit(args, tag)
     if ready:  # only to be scored: no need to draw the stages' rows again
         model, fit_seconds = ready
-        return model, seconds + fit_seconds, tag, iters + model.n_iter_, n_rows
+        return model, seconds + fit_seconds, tag, iters + model.n_iter_, n_rows, None
     base = load(path)  # the last network the loop found: the base of the last stage
     X_all = extended_rows(args, X, stages)
     fresh = X_all[len(X_all) - last:]
@@ -463,7 +464,7 @@ def fit_extended(layers, X, args):
     base.warm_start, base.n_threads = True, args.threads
     model, fit_seconds = fit_or_resume(layers, X_all, args, tag, start=base,
                                        init_paths=init_paths)
-    return model, seconds + fit_seconds, tag, iters + model.n_iter_, len(X_all)
+    return model, seconds + fit_seconds, tag, iters + model.n_iter_, len(X_all), X_all
 
 
 def cmd_table1(args):
@@ -476,9 +477,10 @@ def cmd_table1(args):
         grow = args.grow and len(layers) > 1
         print(f"== {layers} on {len(train)} patches{' (grown from the GMM)' if grow else ''}",
               flush=True)
-        n_train = len(train)
+        n_train, extended = len(train), None
         if args.add_fresh or args.add_validation_images:
-            model, seconds, tag, hard_iters, n_train = fit_extended(layers, train, args)
+            model, seconds, tag, hard_iters, n_train, extended = fit_extended(layers, train,
+                                                                              args)
         elif args.widen_from:
             model, seconds, tag, hard_iters = fit_widened(layers, train, args)
         elif args.continue_from:
@@ -495,7 +497,9 @@ def cmd_table1(args):
             soft_tag, rows_fitted = tag + polish_suffix(args), train
             if ((args.add_fresh or args.add_validation_images)
                     and not finished_fit(args, soft_tag, args.soft_iters)):
-                rows_fitted = extended_rows(args, train, added_stages(args, len(train)))
+                # the hard stage's rows when it ran now (24M float32 rows: 6 GB to draw again)
+                rows_fitted = (extended if extended is not None
+                               else extended_rows(args, train, added_stages(args, len(train))))
             model.estep = "heuristic" if args.truncation else "soft"
             model.truncation, model.warm_start = args.truncation or None, True
             if args.truncation and args.no_search:
