@@ -36,13 +36,16 @@ def _wire_bytes(model, X, n_shards):
     """Pickled size of one iteration's parameters and of one shard's statistics."""
     from dgmmcore._executor import EStepConfig, build_table, estep_block
     from dgmmcore._network import invert_nodes
+    from dgmmcore._suffstats import PathSums
     A, b = [np.array(a) for a in model.transforms_], [np.array(x) for x in model.biases_]
     Q, _ = invert_nodes(A, b)
     with np.errstate(divide="ignore"):
         params = (A, b, np.log(model.weights_), Q)
     shard = X[: len(X) // n_shards]
-    stats = estep_block(build_table(params), shard, None, EStepConfig.of(model), 1, 0, 1)
-    return len(pickle.dumps(params)), len(pickle.dumps(stats[:3]))
+    table = build_table(params)
+    sums = PathSums(table.mean64)
+    total, switched, *_ = estep_block(table, shard, None, EStepConfig.of(model), 1, 0, 1, sums)
+    return len(pickle.dumps(params)), len(pickle.dumps((sums.stats(), total, switched)))
 
 
 def _loopback_bytes():
@@ -64,6 +67,7 @@ def _measured_estep_bytes(model, X, client):
     from dgmmcore._distributed import DaskExecutor
     from dgmmcore._executor import EStepConfig
     from dgmmcore._network import invert_nodes
+    from dgmmcore._suffstats import PathSums
     A, b = [np.array(a) for a in model.transforms_], [np.array(x) for x in model.biases_]
     Q, _ = invert_nodes(A, b)
     with np.errstate(divide="ignore"):

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from ._executor import build_table, estep_block
-from ._suffstats import merge_stats
+from ._suffstats import PathSums, merge_stats
 from ._threads import effective_n_threads
 from ._validation import check_data
 
@@ -70,9 +70,10 @@ def _make_shard(block, row_start, n_features):
 
 
 def _shard_estep(shard, table, config, key, n_threads):
-    stats, total, switched, paths, _ = estep_block(table, shard.X, shard.paths, config, key,
-                                                   shard.row_start, effective_n_threads(n_threads))
-    return Shard(shard.X, shard.row_start, paths), (stats, total, switched)
+    sums = PathSums(table.mean64)
+    total, switched, paths, _ = estep_block(table, shard.X, shard.paths, config, key,
+                                            shard.row_start, effective_n_threads(n_threads), sums)
+    return Shard(shard.X, shard.row_start, paths), (sums.stats(), total, switched)
 
 
 def _merge(a, b):

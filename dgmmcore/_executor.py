@@ -40,18 +40,18 @@ def build_table(params):
     return PathTable(A, b, log_w, Q=Q)
 
 
-def estep_block(table, X, prev, config, key, row_start, n_threads, ranked=None):
-    """E-step of one block of rows. ``prev``: the rows' flat paths from the last E-step or
-    None. Returns (stats, sum of objectives, number of switched rows (nan if no warm start),
-    flat paths or None for soft EM, the kept choices of truncated EM or None). With
+def estep_block(table, X, prev, config, key, row_start, n_threads, sums, ranked=None):
+    """E-step of one block of rows, its statistics added to ``sums`` (a PathSums about the
+    path means, shared by the blocks of one E-step). ``prev``: the rows' flat paths from the
+    last E-step or None. Returns (sum of objectives, number of switched rows (nan if no warm
+    start), flat paths or None for soft EM, the kept choices of truncated EM or None). With
     ``config.truncation`` the paths found (the best the search reached) anchor truncated soft
     statistics, and each row's best candidate is its new path; without a search
     (``config.searches`` False) the last E-step's paths anchor them. ``ranked``: the rows'
     kept choices from an earlier E-step, reused instead of ranking again."""
-    P = int(np.prod(config.layers))
     if config.estep == "soft":
-        stats, loglik = _suffstats.soft_stats(X, table, n_threads)
-        return stats, float(loglik.sum()), float("nan"), None, None
+        loglik = _suffstats.add_soft(sums, X, table, n_threads)
+        return float(loglik.sum()), float("nan"), None, None
     if config.truncation and prev is not None and not config.searches:
         paths, switched = prev, 0.0
     elif config.estep == "full" or (len(config.layers) == 1 and prev is not None):
@@ -69,13 +69,13 @@ def estep_block(table, X, prev, config, key, row_start, n_threads, ranked=None):
     if config.truncation:
         # the statistics come from the candidates around the paths found; the objective is
         # then the log-sum-exp over them (a tighter bound than the best path's score)
-        stats, score, paths, ranked = _suffstats.truncated_stats(
-            X, table, unravel_paths(paths, config.layers), config.truncation, n_threads,
+        score, paths, ranked = _suffstats.add_truncated(
+            sums, X, table, unravel_paths(paths, config.layers), config.truncation, n_threads,
             ranked=ranked, keep_ranking=config.keeps_ranking)
     else:
-        stats = _suffstats.hard_stats(X, paths, P, table.mean64, n_threads)
+        sums.add_hard(X, paths, n_threads)
         ranked = None
-    return stats, float(np.sum(score)), switched, paths, ranked
+    return float(np.sum(score)), switched, paths, ranked
 
 
 class LocalExecutor:
@@ -117,13 +117,13 @@ class LocalExecutor:
         new_paths = np.empty(self.n_rows, dtype=np.intp) if hard else None
         reuse = self.ranked if not rerank and config.keeps_ranking else None
         new_ranked = None
-        stats, total, switched = None, 0.0, 0.0
+        sums = _suffstats.PathSums(table.mean64)  # one set for all blocks, finished once
+        total, switched = 0.0, 0.0
         for lo, hi, X in self.source.blocks():
             prev = None if self.paths is None else self.paths[lo:hi]
-            st, score_sum, sw, paths, ranked = estep_block(
-                table, X, prev, config, key, lo, self.n_threads,
+            score_sum, sw, paths, ranked = estep_block(
+                table, X, prev, config, key, lo, self.n_threads, sums,
                 None if reuse is None else reuse[lo:hi])
-            stats = _suffstats.merge_stats(stats, st)
             total += score_sum
             switched += sw
             if hard:
@@ -136,7 +136,7 @@ class LocalExecutor:
         if hard:
             self.paths = new_paths
         self.ranked = new_ranked
-        return total, stats, switched
+        return total, sums.stats(), switched
 
     def close(self):
         pass

@@ -54,41 +54,12 @@ def merge_stats(a, b):
 
 def hard_stats(X, path_index, n_paths, shift, n_threads, seg=SEGMENT):
     """Statistics of rows assigned to paths ``path_index`` (n,), scattered about ``shift`` (P, D)
-    (typically the current path means) and then centred exactly.
-
-    Each task covers at most ``seg`` rows of one path and writes its own slot; slots are summed
-    in task order, so the result does not depend on the thread count."""
-    path_index = np.asarray(path_index, dtype=np.intp)
-    counts = np.bincount(path_index, minlength=n_paths).astype(np.float64)
-    rows = np.arange(X.shape[0], dtype=np.intp)
-    sums, scat = _sums_about(X, rows, path_index, n_paths, shift, n_threads, seg)
-    return _centre(counts, sums, scat, shift)
-
-
-def _sums_about(X, rows, path_index, n_paths, shift, n_threads, seg):
-    """Per path p: sum (x - shift[p]) and sum (x - shift[p])(x - shift[p])^T over the entries
-    (X[rows[i]], path_index[i]) with that path, in tasks of at most ``seg`` rows (a path can
-    hold millions of hard-assigned rows) whose partial sums are then reduced."""
-    D = X.shape[1]
-    shift = np.ascontiguousarray(shift, dtype=np.float64)
-    order = order_by_path(path_index)
-    sizes = np.bincount(path_index, minlength=n_paths)
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
-    task_path, start, stop = _estep.split_runs(offsets, seg)
-    part_sum = np.zeros((len(task_path), D))
-    part_scatter = np.zeros((len(task_path), D, D))
-    with single_threaded_blas():
-        _stats.scatter_tasks(X, np.ascontiguousarray(rows[order]), task_path, start, stop,
-                             shift, part_sum, part_scatter, n_threads)
-    sums = np.zeros((n_paths, D))
-    scat = np.zeros((n_paths, D, D))
-    used = np.unique(task_path)
-    if len(task_path):
-        first = np.searchsorted(task_path, used)
-        sums[used] = np.add.reduceat(part_sum, first, axis=0)
-        scat[used] = np.add.reduceat(part_scatter, first, axis=0)
-    _mirror_upper(scat)  # the kernel fills the upper triangle
-    return sums, scat
+    (typically the current path means) and then centred exactly (``PathSums.add_hard``)."""
+    sums = PathSums(shift)
+    if len(sums.counts) != n_paths:
+        raise ValueError(f"shift has {len(sums.counts)} paths, expected {n_paths}")
+    sums.add_hard(X, path_index, n_threads, seg)
+    return sums.stats()
 
 
 def _accumulate_about(X, rows, path_index, weights, shift, sums, scat, n_threads):
@@ -140,25 +111,59 @@ def _centre(counts, sums, scat, shift):
 RESP_FLOOR = 1e-10
 
 
-class _WeightedSums:
-    """Responsibility-weighted counts, sums and scatters about the path means, accumulated
-    block after block of (row, path, weight) entries (``_accumulate_about``)."""
+class PathSums:
+    """Per-path counts, sums and scatters about ``shift`` (P, D) (the current path means: about
+    a nearby point no digits are lost to cancellation), added to in place by entry list after
+    entry list and block after block of rows, then finished once (``stats``). An E-step over
+    many blocks (a memory-mapped file) so holds one (P, D, D) array, not one per block merged
+    into the next (476 MB and a pairwise update per block at 15,000 paths)."""
 
-    def __init__(self, table, D):
-        P = int(np.prod(table.layers))
-        self.shift = np.ascontiguousarray(table.mean64, dtype=np.float64)
+    def __init__(self, shift):
+        self.shift = np.ascontiguousarray(shift, dtype=np.float64)
+        P, D = self.shift.shape
         self.counts = np.zeros(P)
         self.sums = np.zeros((P, D))
         self.scat = np.zeros((P, D, D))
 
-    def add(self, X, rows, paths, weights, n_threads):
+    def add_weighted(self, X, rows, paths, weights, n_threads):
+        """The entries (X[rows[i]], paths[i]) with weights[i] (soft responsibilities)."""
         paths = paths.astype(np.intp)
         self.counts += np.bincount(paths, weights, minlength=len(self.counts))
         _accumulate_about(X, rows.astype(np.intp), paths, weights, self.shift, self.sums,
                           self.scat, n_threads)
 
+    def add_hard(self, X, path_index, n_threads, seg=SEGMENT):
+        """Every row of X with its path ``path_index`` (n,), weight 1. A path's rows go in tasks
+        of at most ``seg`` (a path can hold millions of rows): a path of one task is summed in
+        place, the tasks of a longer one into partial slots then added in task order, so the
+        sums do not depend on the thread count."""
+        path_index = np.asarray(path_index, dtype=np.intp)
+        P, D = self.sums.shape
+        sizes = np.bincount(path_index, minlength=P)
+        self.counts += sizes
+        order = order_by_path(path_index)  # the rows, path by path
+        offsets = np.zeros(P + 1, dtype=np.intp)
+        np.cumsum(sizes, out=offsets[1:])
+        task_path, start, stop = _estep.split_runs(offsets, seg)
+        split = sizes[task_path] > seg
+        whole = ~split
+        with single_threaded_blas():
+            _stats.scatter_tasks(X, order, task_path[whole], start[whole], stop[whole],
+                                 self.shift, self.sums, self.scat, n_threads,
+                                 slots=task_path[whole])
+            if split.any():
+                long_path = task_path[split]
+                part_sum = np.zeros((len(long_path), D))
+                part_scat = np.zeros((len(long_path), D, D))
+                _stats.scatter_tasks(X, order, long_path, start[split], stop[split],
+                                     self.shift, part_sum, part_scat, n_threads)
+                used, first = np.unique(long_path, return_index=True)
+                self.sums[used] += np.add.reduceat(part_sum, first, axis=0)
+                self.scat[used] += np.add.reduceat(part_scat, first, axis=0)
+
     def stats(self):
-        # the kernel fills the upper triangle; the sums are finished in place, once
+        """The finished PathStats; consumes the scatters (finished in place, once)."""
+        # the kernel fills the upper triangle
         scat, self.scat = self.scat, None
         _mirror_upper(scat)
         return _centre(self.counts, self.sums, scat, self.shift)
@@ -170,16 +175,24 @@ def _scoring_dtype(X):
 
 
 def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR):
-    """Responsibility-weighted statistics over all paths and the per-row log-likelihood.
+    """Responsibility-weighted statistics over all paths and the per-row log-likelihood
+    (``add_soft`` into fresh sums about the path means)."""
+    sums = PathSums(table.mean64)
+    loglik = add_soft(sums, X, table, n_threads, chunk, block, floor)
+    return sums.stats(), loglik
+
+
+def add_soft(sums, X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR):
+    """Adds the rows' responsibility-weighted entries over all paths to ``sums`` (a PathSums);
+    returns the per-row log-likelihood.
 
     Scores are computed ``chunk`` rows at a time (an n x P matrix is never held), in float32
     for float32 X (statistics in float64 either way), and turned into posteriors by the
     compiled ``posterior_entries`` (as truncated EM's); the
     (row, path, responsibility) entries above ``floor`` of ``block`` rows go through the same
     compiled scatter as hard assignments, about the path means, summed in place block after
-    block (``_accumulate_about``), and are centred once."""
-    n, D = X.shape
-    acc = _WeightedSums(table, D)
+    block (``_accumulate_about``)."""
+    n = X.shape[0]
     loglik = np.empty(n)
     dtype = _scoring_dtype(X)
     scoring = table.astype(dtype)  # converted once
@@ -193,8 +206,8 @@ def soft_stats(X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FLOOR)
             rows.append(r + lo)
             paths.append(p)
             weights.append(w)
-        acc.add(Xb, *(np.concatenate(a) for a in (rows, paths, weights)), n_threads)
-    return acc.stats(), loglik
+        sums.add_weighted(Xb, *(np.concatenate(a) for a in (rows, paths, weights)), n_threads)
+    return loglik
 
 
 # Truncated soft EM's floor: a row's candidates are the paths that matter, and above 1e-6 a
@@ -212,23 +225,35 @@ ACCUMULATE_ENTRIES = 1 << 23
 def truncated_stats(X, table, paths, keep, n_threads, floor=None, ranked=None,
                     keep_ranking=False, block_pairs=TRUNCATED_BLOCK_PAIRS,
                     accumulate_entries=ACCUMULATE_ENTRIES):
-    """Statistics of truncated soft EM, the per-row log-sum-exp over the candidates and each
-    row's best candidate (a flat path index: at least as good as ``paths``, one of them).
+    """Statistics of truncated soft EM (``add_truncated`` into fresh sums about the path
+    means). Returns (stats, loglik, best, ranked)."""
+    sums = PathSums(table.mean64)
+    loglik, best, ranked_out = add_truncated(sums, X, table, paths, keep, n_threads, floor,
+                                             ranked, keep_ranking, block_pairs,
+                                             accumulate_entries)
+    return sums.stats(), loglik, best, ranked_out
+
+
+def add_truncated(sums, X, table, paths, keep, n_threads, floor=None, ranked=None,
+                  keep_ranking=False, block_pairs=TRUNCATED_BLOCK_PAIRS,
+                  accumulate_entries=ACCUMULATE_ENTRIES):
+    """Adds truncated soft EM's entries to ``sums`` (a PathSums); returns the per-row
+    log-sum-exp over the candidates and each row's best candidate (a flat path index: at
+    least as good as ``paths``, one of them).
 
     Each row's responsibilities are its posterior restricted to its candidate paths
     (``_estep.truncated_candidates`` around ``paths``, (n, k) node indices: the keep best
     choices per layer) and renormalised over them: the best distribution over paths within
     that set, so the log-sum-exp over the candidates is a lower bound on log p(x) that is at
     least the path's own score (hard EM is keep=1; keep >= every N_j is soft EM).
-    Entries above ``floor`` (default TRUNCATED_FLOOR) are accumulated as in ``soft_stats``.
+    Entries above ``floor`` (default TRUNCATED_FLOOR) are accumulated as in ``add_soft``.
     ``ranked``: the choices an earlier call kept, reused instead of ranking them again
-    (``_estep.truncated_candidates``). Returns (stats, loglik, best, ranked): the choices
-    kept this time with ``keep_ranking``, else None (40 B a row that nobody reads)."""
+    (``_estep.truncated_candidates``). Returns (loglik, best, ranked): the choices kept this
+    time with ``keep_ranking``, else None (40 B a row that nobody reads)."""
     floor = TRUNCATED_FLOOR if floor is None else floor
-    n, D = X.shape
+    n = X.shape[0]
     n_cand = int(np.prod([min(keep, n_j) for n_j in table.layers]))
     block = max(1, block_pairs // n_cand)
-    acc = _WeightedSums(table, D)
     loglik = np.empty(n)
     best = np.empty(n, dtype=np.intp)
     dtype = _scoring_dtype(X)
@@ -259,6 +284,6 @@ def truncated_stats(X, table, paths, keep, n_threads, floor=None, ranked=None,
         entries.append((r + lo, bases[r, c // F] + offsets[c % F], w))
         n_entries += len(r)
         if n_entries >= accumulate_entries or lo + block >= n:
-            acc.add(X, *(np.concatenate(a) for a in zip(*entries)), n_threads)
+            sums.add_weighted(X, *(np.concatenate(a) for a in zip(*entries)), n_threads)
             entries, n_entries = [], 0
-    return acc.stats(), loglik, best, ranked_out
+    return loglik, best, ranked_out

@@ -69,17 +69,21 @@ def scatter_tasks(
     double[:, :, ::1] out_scatter,
     int n_threads,
     const double[::1] weights=None,
+    const cnp.intp_t[::1] slots=None,
 ):
-    """Per task t: out_sum[t] = sum w (x - shift[p]), out_scatter[t] += upper triangle of
-    sum w (x - shift[p])(x - shift[p])^T over entries i in task_start[t]:task_stop[t], x = X[rows[i]],
-    w = weights[i] (1 when weights is None; nonnegative), p = task_path[t].
+    """Per task t, into slot s = slots[t] (t when slots is None): out_sum[s] += sum w (x -
+    shift[p]), out_scatter[s] += upper triangle of sum w (x - shift[p])(x - shift[p])^T over
+    entries i in task_start[t]:task_stop[t], x = X[rows[i]], w = weights[i] (1 when weights is
+    None; nonnegative), p = task_path[t].
 
-    out_sum and out_scatter must be zeroed (n_tasks, D) and (n_tasks, D, D) arrays; only the upper
-    triangle of each scatter is written. BLAS must be single-threaded around this call.
+    The slots must be strictly increasing (no two tasks write the same memory); out_sum and
+    out_scatter are (S, D) and (S, D, D) arrays added to in place (zero them for fresh sums);
+    only the upper triangle of each scatter is written. BLAS must be single-threaded around
+    this call.
     """
     cdef Py_ssize_t n_tasks = task_path.shape[0]
     cdef Py_ssize_t D = X.shape[1]
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t, s
     cdef double *buf
     cdef const double *w = NULL
     if n_tasks == 0:
@@ -88,6 +92,16 @@ def scatter_tasks(
         if weights.shape[0] != rows.shape[0]:
             raise ValueError("weights must be aligned with rows")
         w = &weights[0] if weights.shape[0] else NULL
+    if slots is None:
+        slots = np.arange(n_tasks, dtype=np.intp)
+    if slots.shape[0] != n_tasks:
+        raise ValueError("slots must be aligned with the tasks")
+    if (slots[0] < 0 or slots[n_tasks - 1] >= out_sum.shape[0]
+            or slots[n_tasks - 1] >= out_scatter.shape[0]):
+        raise ValueError("slots must index out_sum and out_scatter")
+    for t in range(1, n_tasks):
+        if slots[t] <= slots[t - 1]:
+            raise ValueError("slots must be strictly increasing")
     cdef int out_of_memory[1]
     out_of_memory[0] = 0
     n_threads = max(1, min(n_threads, n_tasks))
@@ -99,8 +113,9 @@ def scatter_tasks(
             for t in prange(n_tasks, schedule='dynamic'):
                 if buf == NULL:
                     continue
+                s = slots[t]
                 _scatter_task(X, rows, task_start[t], task_stop[t], w, &shift[task_path[t], 0],
-                              buf, &out_sum[t, 0], &out_scatter[t, 0, 0])
+                              buf, &out_sum[s, 0], &out_scatter[s, 0, 0])
         finally:
             free(buf)
     if out_of_memory[0]:

@@ -50,6 +50,31 @@ def test_fitting_a_npy_file_matches_in_memory(tmp_path, small_blocks):
     assert np.isfinite(c.score(X))
 
 
+@pytest.mark.parametrize("settings", [dict(estep="soft"), dict(truncation=2),
+                                      dict(truncation=2, rerank_every=2, warm_passes=0,
+                                           n_restarts=0)])
+def test_soft_and_truncated_fits_of_a_npy_file_match_in_memory(tmp_path, small_blocks, settings):
+    """Blocks of 257 rows add their entries to one set of sums per E-step: the same fit as one
+    in-memory block, up to the order of summing."""
+    _, X, path = make_file(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = DeepGMM((3, 2), max_iter=3, random_state=0).fit(X)
+        fits = []
+        for data in (X, path):
+            model = DeepGMM((3, 2), max_iter=3, random_state=0).fit(X)
+            for name, value in dict(settings, warm_start=True).items():
+                setattr(model, name, value)
+            fits.append(model.fit(data))
+    a, b = fits
+    assert len(X) > 4 * 257
+    np.testing.assert_allclose([h["objective"] for h in b.history_],
+                               [h["objective"] for h in a.history_], rtol=1e-9)
+    for x, y in zip(a.transforms_ + a.biases_, b.transforms_ + b.biases_):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)
+    assert b.score(X) > start.score(X) - 1e-9
+
+
 def test_bad_rows_inside_a_memmap_are_reported(tmp_path, small_blocks):
     model, X, path = make_file(tmp_path)
     X[1500, 2] = np.nan

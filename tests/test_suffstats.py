@@ -6,7 +6,7 @@ import pytest
 from scipy.special import logsumexp
 
 from dgmmcore import DeepGMM, _estep, _stats
-from dgmmcore._suffstats import hard_stats, soft_stats
+from dgmmcore._suffstats import PathSums, add_soft, hard_stats, soft_stats
 from _reference import component_logpdf, random_params
 
 
@@ -116,6 +116,62 @@ def test_weighted_scatter_kernel():
     with pytest.raises(ValueError, match="aligned"):
         _stats.scatter_tasks(X, rows, task_path, start, stop, shift, out_sum, out_scat, 1,
                              np.ones(79))
+
+
+def test_scatter_kernel_adds_each_task_into_its_slot():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 3))
+    rows = np.arange(40, dtype=np.intp)
+    task_path = np.array([1, 0, 1], dtype=np.intp)
+    start, stop = np.array([0, 10, 25], dtype=np.intp), np.array([10, 25, 40], dtype=np.intp)
+    slots = np.array([0, 2, 3], dtype=np.intp)
+    shift = rng.standard_normal((2, 3))
+    before = rng.standard_normal((4, 3)), rng.standard_normal((4, 3, 3))
+    out_sum, out_scat = before[0].copy(), before[1].copy()
+    _stats.scatter_tasks(X, rows, task_path, start, stop, shift, out_sum, out_scat, 2,
+                         slots=slots)
+    np.testing.assert_array_equal(out_sum[1], before[0][1])  # no task: untouched
+    for t, s in enumerate(slots):
+        Y = X[start[t]:stop[t]] - shift[task_path[t]]
+        np.testing.assert_allclose(out_sum[s], before[0][s] + Y.sum(axis=0))
+        np.testing.assert_allclose(np.triu(out_scat[s]), np.triu(before[1][s] + Y.T @ Y))
+    for bad, match in (([0, 2], "aligned"), ([0, 3, 3], "increasing"), ([1, 0, 2], "increasing"),
+                       ([0, 2, 4], "index"), ([-1, 0, 1], "index")):
+        with pytest.raises(ValueError, match=match):
+            _stats.scatter_tasks(X, rows, task_path, start, stop, shift, out_sum, out_scat, 1,
+                                 slots=np.array(bad, dtype=np.intp))
+
+
+@pytest.mark.parametrize("seg", [8192, 60])
+def test_path_sums_over_blocks_are_the_statistics_of_all_rows(problem, seg):
+    """Hard rows and soft entries of three blocks added to one PathSums (in place, and with
+    seg = 60 the busy paths split into partial tasks) give the statistics of all the rows."""
+    model, X, _, resp = problem
+    table = model._path_table()
+    paths = resp.argmax(axis=1)
+    P = resp.shape[1]
+    sums = PathSums(table.mean64)
+    for lo, hi in ((0, 100), (100, 450), (450, len(X))):
+        sums.add_hard(X[lo:hi], paths[lo:hi], 2, seg=seg)
+    assert np.bincount(paths, minlength=P).max() > 60
+    counts, means, scat = reference_stats(X, np.eye(P)[paths])
+    stats = sums.stats()
+    np.testing.assert_allclose(stats.counts, counts)
+    np.testing.assert_allclose(stats.means, means, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(stats.scatters, scat, rtol=1e-10, atol=1e-10)
+    # one rows' set in one call or in many: the same sums up to rounding; threads: exactly
+    whole = [hard_stats(X, paths, P, table.mean64, t, seg=seg) for t in (1, 2)]
+    assert np.array_equal(whole[0].scatters, whole[1].scatters)
+    np.testing.assert_allclose(stats.scatters, whole[0].scatters, rtol=1e-12, atol=1e-12)
+
+    soft = PathSums(table.mean64)
+    loglik = np.concatenate([add_soft(soft, X[lo:hi], table, 2, floor=0.0)
+                             for lo, hi in ((0, 300), (300, len(X)))])
+    counts, means, scat = reference_stats(X, resp)
+    stats = soft.stats()
+    np.testing.assert_allclose(loglik, model.score_samples(X), rtol=1e-10)
+    np.testing.assert_allclose(stats.counts, counts, rtol=1e-10)
+    np.testing.assert_allclose(stats.scatters, scat, rtol=1e-9, atol=1e-9)
 
 
 def test_stats_pickle_as_upper_triangles_exactly(problem):

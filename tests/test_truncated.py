@@ -11,7 +11,8 @@ from dgmmcore import ConvergenceWarning, DeepGMM, load
 from dgmmcore import _estep, _scoring
 from dgmmcore import _suffstats
 from dgmmcore._executor import EStepConfig, estep_block
-from dgmmcore._suffstats import RESP_FLOOR, hard_stats, soft_stats, truncated_stats
+from dgmmcore._suffstats import (RESP_FLOOR, PathSums, hard_stats, soft_stats,
+                                 truncated_stats)
 from _reference import component_logpdf, random_params
 from test_suffstats import reference_stats
 
@@ -164,7 +165,9 @@ def test_without_a_search_the_candidates_around_the_last_paths_are_the_estep(pro
     assert not config.searches
     table = model._path_table()
     prev = np.ravel_multi_index(tuple(anchors.T), LAYERS)
-    stats, total, switched, paths, _ = estep_block(table, X, prev, config, 0, 0, 2)
+    sums = PathSums(table.mean64)
+    total, switched, paths, _ = estep_block(table, X, prev, config, 0, 0, 2, sums)
+    stats = sums.stats()
     expected, loglik, best, _ = truncated_stats(X, table, anchors, 2, 2)
     np.testing.assert_array_equal(stats.scatters, expected.scatters)
     np.testing.assert_array_equal(paths, best)
