@@ -8,6 +8,11 @@ against two numpy implementations of the same statistics, in the same run:
 and against the DGEMM peak at the same thread count. Results are checked against the numpy
 GEMM version (max relative difference in the JSON).
 
+Statistics in blocks (a memory-mapped file is read in blocks of 2^18 rows): the hard statistics
+of 4 blocks added to one ``PathSums`` and finished once (the executor since session 20) against
+``hard_stats`` per block merged pairwise (``merge_stats``, the executor before it: one
+(P, D, D) set per block); at many paths that per-block set, not the rows, is the cost.
+
 Kronecker assembly: K = sum_g w_g kron(Omega_g, S'_g) with Omega (G, D, D), S' (G, D+1, D+1)
 (the M-step's shapes) for growing G; flops 2 G D^2 (D+1)^2. References: a ``np.kron`` loop
 (the textbook way; small G only) and one ``np.tensordot`` GEMM + transpose in numpy.
@@ -15,7 +20,7 @@ BLAS is single-threaded around the kernel (it calls BLAS from its OpenMP threads
 """
 import numpy as np
 
-from common import measure, row, threads
+from common import measure, measure_interleaved, row, threads
 
 NAME = "stats"
 
@@ -78,6 +83,48 @@ def _stats_bench(ctx):
                         peak_gflops=pk))
         ctx.log(f"{case} {t}thr: {g:.2f} GFLOP/s ({g / pk:.1%} of peak), numpy GEMM {gg:.2f}, "
                 f"einsum {ge:.2f}, max rel err {err:.1e}")
+    return rows
+
+
+def _blocks_bench(ctx):
+    from dgmmcore._suffstats import PathSums, hard_stats, merge_stats
+
+    D = ctx.pick(16, 63, 63)
+    n = ctx.pick(4_000, 200_000, 1_048_576)
+    P = ctx.pick(24, 2500, 15000)
+    n_blocks = 4
+    rng = np.random.default_rng(ctx.seed)
+    path = rng.integers(0, P, n).astype(np.intp)
+    centres = rng.standard_normal((P, D))
+    X = centres[path] + 0.5 * rng.standard_normal((n, D))
+    shift = centres + 0.01 * rng.standard_normal((P, D))
+    bounds = np.linspace(0, n, n_blocks + 1).astype(int)
+    rows = []
+
+    for t in ctx.threads:
+        def one_set():
+            sums = PathSums(shift)
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                sums.add_hard(X[lo:hi], path[lo:hi], t)
+            return sums.stats()
+
+        def merged():
+            stats = None
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                stats = merge_stats(stats, hard_stats(X[lo:hi], path[lo:hi], P, shift, t))
+            return stats
+        both = measure_interleaved({"one set": one_set, "merged": merged}, ctx.repeats,
+                                   ctx.warmup, {"one set": t, "merged": t})
+        m, mr = both["one set"], both["merged"]
+        a, b = m["result"], mr["result"]
+        err = float(np.max(np.abs(a.scatters - b.scatters)) / np.max(np.abs(b.scatters)))
+        case = f"statistics in {n_blocks} blocks n={n} P={P} D={D}"
+        rows.append(row(NAME, case, f"seconds {t}thr", m["median"], "s",
+                        ref="hard_stats per block, merged", ref_value=mr["median"],
+                        ratio=mr["median"] / m["median"], timing=m, threads=t, n=n, paths=P, D=D, blocks=n_blocks,
+                        max_rel_err=err))
+        ctx.log(f"{case} {t}thr: one set {m['median']:.2f}s, per block merged "
+                f"{mr['median']:.2f}s ({mr['median'] / m['median']:.2f}x), err {err:.1e}")
     return rows
 
 
@@ -146,4 +193,4 @@ def _kron_bench(ctx):
 
 
 def run(ctx):
-    return _stats_bench(ctx) + _kron_bench(ctx)
+    return _stats_bench(ctx) + _blocks_bench(ctx) + _kron_bench(ctx)
