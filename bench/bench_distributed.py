@@ -67,7 +67,6 @@ def _measured_estep_bytes(model, X, client):
     from dgmmcore._distributed import DaskExecutor
     from dgmmcore._executor import EStepConfig
     from dgmmcore._network import invert_nodes
-    from dgmmcore._suffstats import PathSums
     A, b = [np.array(a) for a in model.transforms_], [np.array(x) for x in model.biases_]
     Q, _ = invert_nodes(A, b)
     with np.errstate(divide="ignore"):

@@ -121,8 +121,8 @@ def _blocks_bench(ctx):
         case = f"statistics in {n_blocks} blocks n={n} P={P} D={D}"
         rows.append(row(NAME, case, f"seconds {t}thr", m["median"], "s",
                         ref="hard_stats per block, merged", ref_value=mr["median"],
-                        ratio=mr["median"] / m["median"], timing=m, threads=t, n=n, paths=P, D=D, blocks=n_blocks,
-                        max_rel_err=err))
+                        ratio=mr["median"] / m["median"], timing=m, threads=t, n=n, paths=P,
+                        D=D, blocks=n_blocks, max_rel_err=err))
         ctx.log(f"{case} {t}thr: one set {m['median']:.2f}s, per block merged "
                 f"{mr['median']:.2f}s ({mr['median'] / m['median']:.2f}x), err {err:.1e}")
     return rows
