@@ -150,13 +150,19 @@ def _best_choice(table, X, base, stride, n_choices, n_threads):
 
 def layer_scores(table, X, paths, j, n_threads):
     """(n, N_j) scores of every choice of layer j, the rest of each row's path (``paths``,
-    (n, k) node indices) fixed."""
+    (n, k) node indices) fixed. Rows with no finite score in X's float32 are scored again in
+    float64 (else their ranking would be an arbitrary order of -inf)."""
     layers = table.layers
     fixed = np.array(paths, dtype=np.intp, copy=True)
     fixed[:, j] = 0
     stride = int(np.prod(layers[j + 1:], dtype=np.int64))
     order, offsets, cand = _choice_groups(ravel_paths(fixed, layers), stride, layers[j])
     *_, scores = _run(table, X, order, offsets, cand, n_threads, all_scores=True)
+    if X.dtype == np.float32:
+        bad = np.flatnonzero(~np.isfinite(scores).any(axis=1))
+        if bad.size:
+            scores[bad] = layer_scores(table.astype(np.float64), X[bad].astype(np.float64),
+                                       fixed[bad], j, n_threads)
     return scores
 
 

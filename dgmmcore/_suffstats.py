@@ -201,7 +201,7 @@ def add_soft(sums, X, table, n_threads, chunk=4096, block=1 << 16, floor=RESP_FL
         rows, paths, weights = [], [], []
         for lo in range(0, Xb.shape[0], chunk):
             scores = _estep.path_scores(scoring, Xb[lo:lo + chunk], n_threads)
-            loglik[b_lo + lo:b_lo + lo + len(scores)], r, p, w = _scoring.posterior_entries(
+            loglik[b_lo + lo:b_lo + lo + len(scores)], _, r, p, w = _scoring.posterior_entries(
                 scores, floor, n_threads)
             rows.append(r + lo)
             paths.append(p)
@@ -272,14 +272,13 @@ def add_truncated(sums, X, table, paths, keep, n_threads, floor=None, ranked=Non
         if keep_ranking:
             ranked_out[lo:lo + len(Xb)] = kept
         scores = _estep.candidate_scores(scoring, Xb, bases, offsets, n_threads)
-        bad = np.flatnonzero(~np.isfinite(scores.max(axis=1)))
+        block_loglik, top, r, c, w = _scoring.posterior_entries(scores, floor, n_threads)
+        bad = np.flatnonzero(~np.isfinite(block_loglik))
         if bad.size and dtype == np.float32:  # float32 overflowed where float64 may not
-            scores[bad] = _estep.candidate_scores(table.astype(np.float64),
-                                                  Xb[bad].astype(np.float64), bases[bad],
-                                                  offsets, n_threads)
-        loglik[lo:lo + len(Xb)], r, c, w = _scoring.posterior_entries(scores, floor, n_threads)
+            block_loglik, top, r, c, w = _float64_entries(
+                table, Xb, bases, offsets, floor, n_threads, bad, block_loglik, top, r, c, w)
+        loglik[lo:lo + len(Xb)] = block_loglik
         F = len(offsets)
-        top = scores.argmax(axis=1)
         best[lo:lo + len(Xb)] = bases[np.arange(len(Xb)), top // F] + offsets[top % F]
         entries.append((r + lo, bases[r, c // F] + offsets[c % F], w))
         n_entries += len(r)
@@ -287,3 +286,16 @@ def add_truncated(sums, X, table, paths, keep, n_threads, floor=None, ranked=Non
             sums.add_weighted(X, *(np.concatenate(a) for a in zip(*entries)), n_threads)
             entries, n_entries = [], 0
     return loglik, best, ranked_out
+
+
+def _float64_entries(table, X, bases, offsets, floor, n_threads, bad, loglik, top, rows, cols,
+                     weights):
+    """``posterior_entries``' results for X with its ``bad`` rows (no finite log-sum-exp in
+    float32, so no entries) scored again in float64: their entries go in among the others,
+    row after row, as if the whole block had been scored so."""
+    scores = _estep.candidate_scores(table.astype(np.float64), X[bad].astype(np.float64),
+                                     bases[bad], offsets, n_threads)
+    loglik[bad], top[bad], r, c, w = _scoring.posterior_entries(scores, floor, n_threads)
+    rows, cols, weights = (np.concatenate(a) for a in ((rows, bad[r]), (cols, c), (weights, w)))
+    order = np.argsort(rows, kind="stable")
+    return loglik, top, rows[order], cols[order], weights[order]

@@ -227,23 +227,30 @@ def score_groups(
 def posterior_entries(double[:, ::1] scores, double floor, int n_threads):
     """Each row of ``scores`` (log pi_p + log N(x | p) over the row's candidates) becomes, in
     place, the row's posterior over them: exp(s - max) / sum. Returns (loglik (n,) the rows'
-    log-sum-exp, rows, cols, weights): the entries above ``floor``, row after row, columns in
-    order. A row whose scores are all -inf keeps them, has loglik -inf and no entries.
-    Rows are independent, so the result does not depend on the thread count."""
+    log-sum-exp, best (n,) each row's first highest column (numpy's argmax of a row without
+    NaN), rows, cols, weights): the entries above ``floor``, row after row, columns in order.
+    A row whose scores are all -inf keeps them, has loglik -inf, best 0 and no entries; a row
+    with a NaN or +inf score has loglik NaN and no entries. Rows are independent, so the
+    result does not depend on the thread count."""
     cdef Py_ssize_t n = scores.shape[0], C = scores.shape[1]
-    cdef Py_ssize_t i, c, k, count
+    cdef Py_ssize_t i, c, k, count, arg
     cdef double mx, total, inv, e
     loglik_arr = np.empty(n)
+    best_arr = np.zeros(n, dtype=np.intp)
     counts_arr = np.zeros(n + 1, dtype=np.intp)
     cdef double[::1] loglik = loglik_arr
+    cdef cnp.intp_t[::1] best = best_arr
     cdef cnp.intp_t[::1] counts = counts_arr
     n_threads = max(1, n_threads)
     with nogil:
         for i in prange(n, schedule='static', num_threads=n_threads):
             mx = -INFINITY
+            arg = 0
             for c in range(C):
                 if scores[i, c] > mx:
                     mx = scores[i, c]
+                    arg = c
+            best[i] = arg
             if mx == -INFINITY:
                 loglik[i] = -INFINITY
                 continue
@@ -280,4 +287,4 @@ def posterior_entries(double[:, ::1] scores, double floor, int n_threads):
                     cols[k] = c
                     weights[k] = scores[i, c]
                     k = k + 1
-    return loglik_arr, rows_arr, cols_arr, weights_arr
+    return loglik_arr, best_arr, rows_arr, cols_arr, weights_arr

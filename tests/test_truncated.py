@@ -233,12 +233,14 @@ def test_posterior_entries_against_numpy():
     scores = rng.normal(scale=30.0, size=(50, 7))
     scores[3, 2] = -np.inf
     scores[7] = -np.inf  # no finite score: no entries, loglik -inf
+    scores[9, [2, 5]] = 500.0  # a tie: the first column is the best, as numpy's argmax says
     ref = np.where(np.isinf(scores), -np.inf, scores)
     lse = logsumexp(ref[np.arange(50) != 7], axis=1)
     post = np.exp(ref[np.arange(50) != 7] - lse[:, None])
     for threads in (1, 2):
         work = scores.copy()
-        loglik, rows, cols, weights = _scoring.posterior_entries(work, 1e-6, threads)
+        loglik, best, rows, cols, weights = _scoring.posterior_entries(work, 1e-6, threads)
+        np.testing.assert_array_equal(best, scores.argmax(axis=1))
         np.testing.assert_allclose(np.delete(loglik, 7), lse, rtol=1e-13)
         assert loglik[7] == -np.inf and 7 not in rows
         r_ref, c_ref = np.nonzero(np.insert(post, 7, 0.0, axis=0) > 1e-6)
@@ -246,6 +248,30 @@ def test_posterior_entries_against_numpy():
         np.testing.assert_array_equal(cols, c_ref)
         np.testing.assert_allclose(weights, np.insert(post, 7, 0.0, axis=0)[r_ref, c_ref],
                                    rtol=1e-12)
+
+
+def test_float32_truncated_rows_that_overflow_are_redone_in_float64():
+    # row 3 overflows float32 on every path (z ~ 1e40): its choices are ranked and its
+    # candidates scored again in float64 (ranked in float32 they were an arbitrary order of
+    # -inf: another candidate set, log-sum-exp -5e79 for -1.25e79), and its entries go in
+    # among the other rows', as a float64 block would have them
+    D = 2
+    A = [np.stack([np.eye(D) * 1e-3, np.eye(D) * 2e-3, np.eye(D) * 4e-3]),
+         np.stack([np.eye(D), np.eye(D) * 1.5])]
+    b = [np.zeros((3, D)), np.array([[0.0, 1.0], [1.0, 0.0]])]
+    model = DeepGMM.from_params(A, b, np.full((3, 2), 1 / 6))
+    rng = np.random.default_rng(1)
+    X = rng.normal(scale=1e-2, size=(8, D))
+    X[3] = [3e37, 0.0]
+    paths = np.zeros((8, 2), dtype=np.intp)
+    table = model._path_table()
+    s64, l64, b64, _ = truncated_stats(X, table, paths, 2, 2, floor=0.0)
+    s32, l32, b32, _ = truncated_stats(X.astype(np.float32), table, paths, 2, 2, floor=0.0)
+    assert np.all(np.isfinite(l32)) and np.isfinite(l32[3])
+    np.testing.assert_allclose(l32, l64, rtol=1e-5)
+    np.testing.assert_array_equal(b32, b64)
+    np.testing.assert_allclose(s32.counts, s64.counts, rtol=1e-5)
+    np.testing.assert_allclose(s32.means, s64.means, rtol=1e-5)
 
 
 def layer_choice_scores(logp, paths, j):
