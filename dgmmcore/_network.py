@@ -31,7 +31,7 @@ def order_by_path(keys):
     keys = np.asarray(keys)
     if keys.size and keys.min() >= 0 and keys.max() < 1 << 16:
         keys = keys.astype(np.uint16)
-    return np.argsort(keys, kind="stable").astype(np.intp)
+    return np.argsort(keys, kind="stable").astype(np.intp, copy=False)
 
 
 def invert_nodes(transforms, biases):

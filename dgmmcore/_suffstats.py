@@ -127,10 +127,10 @@ class PathSums:
 
     def add_weighted(self, X, rows, paths, weights, n_threads):
         """The entries (X[rows[i]], paths[i]) with weights[i] (soft responsibilities)."""
-        paths = paths.astype(np.intp)
+        paths = np.asarray(paths, dtype=np.intp)  # no copy of the entry lists when intp already
         self.counts += np.bincount(paths, weights, minlength=len(self.counts))
-        _accumulate_about(X, rows.astype(np.intp), paths, weights, self.shift, self.sums,
-                          self.scat, n_threads)
+        _accumulate_about(X, np.asarray(rows, dtype=np.intp), paths, weights, self.shift,
+                          self.sums, self.scat, n_threads)
 
     def add_hard(self, X, path_index, n_threads, seg=SEGMENT):
         """Every row of X with its path ``path_index`` (n,), weight 1. A path's rows go in tasks
