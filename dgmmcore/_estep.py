@@ -38,19 +38,23 @@ def _run(table, X, rows, offsets, cand, n_threads, lse=False, best=False, all_sc
     _scoring.score_groups(X, t.R, t.mean, t.const, rows, group, start, stop,
                           np.ascontiguousarray(cand, dtype=np.intp),
                           out_lse, out_best, out_best_score, out_all, n_threads)
-    if X.dtype == np.float32 and (lse or best):
+    if X.dtype == np.float32:
         _redo_overflows(table, X, rows, offsets, cand, n_threads, out_lse, out_best,
-                        out_best_score)
+                        out_best_score, out_all)
     return out_lse, out_best, out_best_score, out_all
 
 
-def _redo_overflows(table, X, rows, offsets, cand, n_threads, out_lse, out_best, out_best_score):
-    """float32 can overflow where float64 does not: rescore just those rows, in float64."""
+def _redo_overflows(table, X, rows, offsets, cand, n_threads, out_lse, out_best, out_best_score,
+                    out_all):
+    """float32 can overflow where float64 does not: rescore just those rows (no finite
+    log-sum-exp, best score or candidate score), in float64."""
     bad = np.zeros(len(rows), dtype=bool)
     if out_lse.size:
         bad |= ~np.isfinite(out_lse[rows])
     if out_best.size:
         bad |= ~np.isfinite(out_best_score[rows])
+    if out_all.size:
+        bad |= ~np.isfinite(out_all[rows]).any(axis=1)
     pos = np.flatnonzero(bad)
     if pos.size == 0:
         return
@@ -60,12 +64,15 @@ def _redo_overflows(table, X, rows, offsets, cand, n_threads, out_lse, out_best,
     np.cumsum(np.bincount(group, minlength=len(offsets) - 1), out=sub_offsets[1:])
     target = rows[pos]
     sub = np.ascontiguousarray(X[target], dtype=np.float64)
-    lse, arg, score, _ = _run(table, sub, np.arange(len(pos), dtype=np.intp), sub_offsets, cand,
-                              n_threads, lse=out_lse.size > 0, best=out_best.size > 0)
+    lse, arg, score, scores = _run(table, sub, np.arange(len(pos), dtype=np.intp), sub_offsets,
+                                   cand, n_threads, lse=out_lse.size > 0, best=out_best.size > 0,
+                                   all_scores=out_all.size > 0)
     if out_lse.size:
         out_lse[target] = lse
     if out_best.size:
         out_best[target], out_best_score[target] = arg, score
+    if out_all.size:
+        out_all[target] = scores
 
 
 def _all_rows(n):
@@ -151,18 +158,13 @@ def _best_choice(table, X, base, stride, n_choices, n_threads):
 def layer_scores(table, X, paths, j, n_threads):
     """(n, N_j) scores of every choice of layer j, the rest of each row's path (``paths``,
     (n, k) node indices) fixed. Rows with no finite score in X's float32 are scored again in
-    float64 (else their ranking would be an arbitrary order of -inf)."""
+    float64 by ``_run`` (else their ranking would be an arbitrary order of -inf)."""
     layers = table.layers
     fixed = np.array(paths, dtype=np.intp, copy=True)
     fixed[:, j] = 0
     stride = int(np.prod(layers[j + 1:], dtype=np.int64))
     order, offsets, cand = _choice_groups(ravel_paths(fixed, layers), stride, layers[j])
     *_, scores = _run(table, X, order, offsets, cand, n_threads, all_scores=True)
-    if X.dtype == np.float32:
-        bad = np.flatnonzero(~np.isfinite(scores).any(axis=1))
-        if bad.size:
-            scores[bad] = layer_scores(table.astype(np.float64), X[bad].astype(np.float64),
-                                       fixed[bad], j, n_threads)
     return scores
 
 
