@@ -30,14 +30,15 @@ def _jsonable(v):
     return repr(v)  # e.g. a Generator as random_state: recorded, not restored
 
 
-def atomic_savez(path, arrays):
-    """np.savez to a temporary file in the target folder, then rename over ``path``."""
+def atomic_savez(path, arrays, compress=False):
+    """np.savez (np.savez_compressed with ``compress``) to a temporary file in the target
+    folder, then rename over ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

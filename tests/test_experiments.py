@@ -506,3 +506,65 @@ def test_soft_vs_hard_continues_the_network_both_ways_and_pairs_the_scores(tmp_p
     assert result["objectives"] == pytest.approx([h["objective"] for h in model.history_])
     assert result["test"] == pytest.approx((model.score_samples(test) - before).mean(),
                                            abs=1e-12)
+
+
+@pytest.fixture
+def continue_script(bsds300_script):
+    """continue_network.py, sharing bsds300_script's module (and so its JSON folder)."""
+    return importlib.import_module("continue_network")
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
+                                                       continue_script):
+    common = grown_run_options(tmp_path)
+    net = tmp_path / "models" / "net.npz"
+    with pytest.raises(SystemExit, match="train it first"):
+        continue_script.main(["publish", "--out", str(net), "--models", "3,2", *common])
+    bsds300_script.main(["table1", "--models", "3,2", *common])
+    continue_script.main(["publish", "--out", str(net), "--models", "3,2", *common])
+
+    # the parameters rounded to float32, the rows' recipe and the run's totals with them
+    trained = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0.model.npz"))
+    published = dgmmcore.load(str(net))
+    for a, b in zip(published.transforms_ + published.biases_,
+                    trained.transforms_ + trained.biases_):
+        np.testing.assert_array_equal(a, b.astype(np.float32).astype(np.float64))
+    first = json.loads((tmp_path / "bsds300.json").read_text())["models"][0]
+    test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
+    assert published.score(test) == pytest.approx(first["test_loglik"], abs=1e-4)
+
+    # continued elsewhere on its 1200 rows and 600 fresh ones (the draws a table1 chain with
+    # --add-fresh 600 makes), every row from its exact best path, one truncated iteration
+    work = tmp_path / "elsewhere"
+    options = ["--model", str(net), "--add-fresh", "600", "--soft-iters", "1", "--truncation",
+               "2", "--threads", "1", "--test", "300", "--root", str(BSDS), "--work", str(work)]
+    continue_script.main(["continue", *options])
+    X = np.concatenate([
+        load_bsds300(BSDS, "train", n_patches=1200, random_state=0),
+        load_bsds300(BSDS, "train", n_patches=600, random_state=np.random.SeedSequence([0, 1]))])
+    reference = dgmmcore.load(str(net))
+    reference.warm_start, reference.max_iter, reference.n_threads = True, 1, 1
+    reference.truncation = 2
+    reference.fit(X, init_paths=reference.predict(X), final_estep=False)
+    saved = dgmmcore.load(str(work / "net-plus600-trunc2-soft1.model.npz"))
+    for a, b in zip(saved.transforms_, reference.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert sorted(p.name for p in (work / "net-plus600-trunc2-soft1.start-paths").iterdir()) == [
+        "0-1800.npy"]
+    rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    row = rows[-1]
+    assert (row["start_file"], row["train_patches"], row["added_fresh_patches"]) == (
+        "net", 1800, [600])
+    assert (row["em_iterations"], row["soft_em_iterations"]) == (first["em_iterations"], 1)
+    assert row["fit_seconds"] > first["fit_seconds"]
+    assert row["test_loglik"] == pytest.approx(reference.score(test), abs=1e-9)
+
+    # the same command again scores the finished run (no second fit, one row)
+    continue_script.main(["continue", *options])
+    assert json.loads((tmp_path / "bsds300.json").read_text())["models"] == rows
+
+    with pytest.raises(SystemExit, match="no training-rows recipe"):
+        continue_script.main(["continue", *options[:0], "--model",
+                              str(tmp_path / "bsds300-grown-3x2-n1200-s0.model.npz"),
+                              "--soft-iters", "1", "--work", str(work)])

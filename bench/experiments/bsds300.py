@@ -467,6 +467,19 @@ def fit_extended(layers, X, args):
     return model, seconds + fit_seconds, tag, iters + model.n_iter_, len(X_all), X_all
 
 
+def table1_row_key(r):
+    """What makes two Table 1 rows the same network: a rerun replaces its row."""
+    return (tuple(r["layers"]), r["train_patches"], r["test_patches"],
+            r.get("init", "kmeans"), r.get("soft_em_iterations", 0),
+            r.get("reg_covar", DEFAULT_REG_COVAR), r.get("train_dtype", "float64"),
+            r.get("reseeding", "copy"), tuple(r.get("continued_from_patches") or ()),
+            tuple(r.get("widened_from") or ()), tuple(r.get("added_fresh_patches") or ()),
+            r.get("added_validation_image_patches"), r.get("truncation"),
+            r.get("truncation_search", True if r.get("truncation") else None),
+            # continue_network.py's rows: the published network they went on from
+            r.get("start_file"))
+
+
 def cmd_table1(args):
     train = load_train(args, args.train)
     valid = load_data(args, "validation", min(args.test, 50_000))
@@ -557,17 +570,9 @@ def cmd_table1(args):
         print(f"   test {ll:.3f} +- {se:.3f} nats (validation {held_out}), {seconds:.0f} s",
               flush=True)
         old_rows = read_json(f"{args.dataset}.json").get("models", [])
-        key = lambda r: (tuple(r["layers"]), r["train_patches"], r["test_patches"],  # noqa: E731
-                         r.get("init", "kmeans"), r.get("soft_em_iterations", 0),
-                         r.get("reg_covar", DEFAULT_REG_COVAR), r.get("train_dtype", "float64"),
-                         r.get("reseeding", "copy"),
-                         tuple(r.get("continued_from_patches") or ()),
-                         tuple(r.get("widened_from") or ()),
-                         tuple(r.get("added_fresh_patches") or ()),
-                         r.get("added_validation_image_patches"), r.get("truncation"),
-                         r.get("truncation_search", True if r.get("truncation") else None))
         write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
-                                            "models": merge_rows(old_rows, rows, key)})
+                                            "models": merge_rows(old_rows, rows,
+                                                                 table1_row_key)})
 
 
 def cmd_gaps(args):

@@ -1,0 +1,236 @@
+"""A trained BSDS300 network carried from one machine to the next as its model file alone.
+
+The Table 1 runs (bsds300.py table1) go on from the checkpoints they leave under --work: the
+parameters and every training row's last path. Those are gigabytes and live on the machine
+that made them. ``publish`` writes a finished network as a small model file that a
+repository can carry (parameters rounded to float32, stored compressed in dgmmcore's model
+format), with the recipe of its training rows and the totals of the runs behind it;
+``continue`` picks such a file up anywhere: it draws the same rows again from the seed (and
+any fresh stages after them), starts every row from its exact best path (``predict``, cached
+block by block beside the checkpoint) and trains on with hard or truncated soft EM, writing a
+Table 1 row with the totals carried on.
+
+    python bench/experiments/continue_network.py publish --out bench/models/NET.npz \\
+        TABLE1 OPTIONS OF THE FINISHED RUN (--train, --models, --grow, --add-fresh, ...)
+    python bench/experiments/continue_network.py continue --model bench/models/NET.npz \\
+        [--add-fresh M1[,M2...]] [--soft-iters K --truncation 20 --no-search --rerank-every 3
+        | --iters K] [--threads 2] [--test 250000] [--work bench/out/continued]
+
+``continue`` takes the rows' recipe (seed, patches, stages, float32, reg_covar) from the file,
+so the run trains on exactly the rows a table1 chain with the same stages would.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import bsds300  # noqa: E402  (the Table 1 helpers: rows, tags, fits, JSON rows)
+
+BLOCK = 1_000_000  # rows per cached block of start paths: an interrupted run loses < 1 block
+RECIPE_KEYS = ("dataset", "seed", "train", "add_fresh", "float32", "reg_covar")
+
+
+def publish(args):
+    """The finished table1 run the options name, as a portable model file."""
+    from dgmmcore import load
+    from dgmmcore._persistence import atomic_savez, model_arrays
+    layers = bsds300.parse_ints(args.models[0])
+    if args.add_validation_images or args.widen_from or args.continue_from:
+        raise SystemExit("publish: only networks of --train plus --add-fresh stages (their rows "
+                         "can be drawn again from the seed alone)")
+    tag = bsds300.extended_tag(args, layers, args.train) + bsds300.polish_suffix(args)
+    path = os.path.join(args.work, f"{tag}.model.npz")
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} not found: train it first with table1 and these options")
+    n_rows = args.train + sum(args.add_fresh)
+    row = _table1_row(args, layers, n_rows)
+    model = load(path)
+    recipe = {"dataset": args.dataset, "seed": args.seed, "train": args.train,
+              "add_fresh": list(args.add_fresh), "float32": bool(args.float32),
+              "reg_covar": args.reg_covar}
+    totals = {k: row.get(k) for k in ("init", "em_iterations", "soft_em_iterations", "fit_seconds",
+                                  "test_loglik", "stderr", "valid_loglik", "valid_stderr",
+                                  "test_patches", "machine")}
+    arrays = model_arrays(model, extra={"bsds300_rows": recipe, "bsds300_totals": totals,
+                                        "published_from": tag})
+    for name, a in arrays.items():  # float32 precision: half the size, ~1e-7 relative
+        if a.dtype == np.float64 and name != "weights":
+            arrays[name] = a.astype(np.float32).astype(np.float64)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    atomic_savez(args.out, arrays, compress=True)
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB) from {tag}")
+
+
+def _table1_row(args, layers, n_rows):
+    """The bsds300.json row table1 wrote for the run these options name."""
+    want = {"layers": list(layers), "train_patches": n_rows,
+            "added_fresh_patches": list(args.add_fresh) or None,
+            "soft_em_iterations": args.soft_iters,
+            "truncation": (args.truncation or None) if args.soft_iters else None,
+            "truncation_search": ((not args.no_search) if args.soft_iters and args.truncation
+                                  else None),
+            "reg_covar": args.reg_covar,
+            "train_dtype": "float32" if args.float32 else "float64", "start_file": None}
+    rows = bsds300.read_json(f"{args.dataset}.json").get("models", [])
+    found = [r for r in rows if all(r.get(k) == v for k, v in want.items())]
+    if not found:
+        raise SystemExit(f"no {args.dataset}.json row for {want}: score the run with table1")
+    return found[-1]
+
+
+def file_recipe(path):
+    """(model, the rows' recipe, the totals) of a published file."""
+    from dgmmcore import load
+    from dgmmcore._persistence import read_model_file
+    meta = read_model_file(path)[0]
+    if "bsds300_rows" not in meta or "bsds300_totals" not in meta:
+        raise SystemExit(f"{path} holds no training-rows recipe: write it with "
+                         f"continue_network.py publish")
+    recipe = meta["bsds300_rows"]
+    missing = [k for k in RECIPE_KEYS if k not in recipe]
+    if missing:
+        raise SystemExit(f"{path}: its rows' recipe lacks {missing}")
+    return load(path), recipe, meta["bsds300_totals"]
+
+
+def start_paths(model, X, cache_dir):
+    """Every row's exact best path (n, k), computed BLOCK rows at a time, each block saved in
+    ``cache_dir`` as it finishes (16M rows of a (600, 5, 5) network: about an hour on 2
+    cores) so that a stopped run picks up where it was."""
+    os.makedirs(cache_dir, exist_ok=True)
+    blocks = []
+    for b, lo in enumerate(range(0, len(X), BLOCK)):
+        hi = min(lo + BLOCK, len(X))
+        f = os.path.join(cache_dir, f"{lo}-{hi}.npy")
+        if os.path.exists(f):
+            paths = np.load(f, allow_pickle=False)
+        else:
+            t0 = time.perf_counter()
+            paths = model.predict(X[lo:hi])
+            np.save(f + ".tmp.npy", paths)
+            os.replace(f + ".tmp.npy", f)
+            print(f"  exact paths of rows {lo}-{hi}: {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+        blocks.append(paths)
+    return np.concatenate(blocks)
+
+
+def continue_fit(args):
+    """The published network continued on its rows plus --add-fresh stages."""
+    from dgmmcore import DeepGMM
+    model, recipe, totals = file_recipe(args.model)
+    layers = tuple(int(n) for n in model.weights_.shape)
+    # the rows' options come from the file: the same draws as the run that trained it
+    run = argparse.Namespace(**{**vars(args), "dataset": recipe["dataset"],
+                                "seed": recipe["seed"], "float32": recipe["float32"],
+                                "reg_covar": recipe["reg_covar"],
+                                "add_fresh": tuple(recipe["add_fresh"]) + tuple(args.add_fresh)})
+    if not args.soft_iters and not args.iters:
+        raise SystemExit("continue: give --soft-iters (with --truncation) or --iters")
+    stem = os.path.basename(args.model)
+    stem = stem[:-len(".npz")] if stem.endswith(".npz") else stem
+    tag = (stem + "".join(f"-plus{m}" for m in args.add_fresh)
+           + (bsds300.polish_suffix(run) if args.soft_iters else f"-hard{args.iters}"))
+    ckpt_dir = os.path.join(args.work, f"{tag}.start-paths")
+    stages = [(m, "train") for m in run.add_fresh]
+    ready = bsds300.finished_fit(run, tag, args.soft_iters or args.iters)
+    X_all = None
+    if ready:
+        fitted, seconds = ready
+    else:
+        X = bsds300.load_train(run, recipe["train"])
+        X_all = bsds300.extended_rows(run, X, stages)
+        del X
+        model.warm_start, model.n_threads = True, args.threads
+        # the file holds the last run's E-step settings (truncated, maybe without search):
+        # this run's options replace them, from DeepGMM's defaults
+        defaults = DeepGMM(layers)
+        model.estep = "soft" if args.soft_iters and not args.truncation else "heuristic"
+        model.truncation = (args.truncation or None) if args.soft_iters else None
+        model.rerank_every = args.rerank_every if model.truncation else 1
+        model.warm_passes, model.n_restarts = defaults.warm_passes, defaults.n_restarts
+        if model.truncation and args.no_search:
+            model.warm_passes, model.n_restarts = 0, 0  # the candidates are the search
+        fitted, seconds = bsds300.fit_or_resume(
+            layers, X_all, run, tag, start=model, iters=args.soft_iters or args.iters,
+            init_paths=lambda: start_paths(model, X_all, ckpt_dir),
+            final_estep=not args.soft_iters)
+    del X_all
+    valid = bsds300.load_data(run, "validation", min(args.test, 50_000))
+    test = bsds300.load_data(run, "test", args.test)
+    fitted.n_threads = args.threads
+    ll, se = bsds300.evaluate(fitted, test)
+    vll, vse = bsds300.evaluate(fitted, valid)
+    n_rows = recipe["train"] + sum(run.add_fresh)
+    row = {"layers": list(layers), "paths": int(np.prod(layers)),
+           "parameters": int(fitted.n_parameters()), "train_patches": n_rows,
+           "test_patches": len(test), "init": totals.get("init"),
+           "em_iterations": totals["em_iterations"] + (0 if args.soft_iters else args.iters),
+           "soft_em_iterations": totals["soft_em_iterations"] + args.soft_iters,
+           "truncation": (args.truncation or None) if args.soft_iters else None,
+           "truncation_search": (not args.no_search) if args.soft_iters and args.truncation
+           else None,
+           "rerank_every": args.rerank_every if args.soft_iters and args.truncation else None,
+           "reg_covar": fitted.reg_covar,
+           "train_dtype": "float32" if recipe["float32"] else "float64",
+           "reseeding": bsds300.RESEEDING, "continued_from_patches": None, "widened_from": None,
+           "added_fresh_patches": list(run.add_fresh) or None,
+           "added_validation_image_patches": None,
+           # the published network this run went on from (all rows from exact paths)
+           "start_file": stem, "start_file_test_loglik": totals["test_loglik"],
+           "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
+           "fit_seconds": totals["fit_seconds"] + seconds, "fit_threads": fitted.n_threads,
+           "machine": bsds300.machine()["cpu"]}
+    print(f"   {tag}: test {ll:.3f} +- {se:.3f} nats (validation {vll:.3f}), this run "
+          f"{seconds:.0f} s", flush=True)
+    old = bsds300.read_json(f"{run.dataset}.json")
+    bsds300.write_json(f"{run.dataset}.json", {
+        "machine": bsds300.machine(), "published": bsds300.PUBLISHED,
+        "models": bsds300.merge_rows(old.get("models", []), [row], bsds300.table1_row_key)})
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    pub = sub.add_parser("publish", help="a finished table1 run as a portable model file")
+    pub.add_argument("--out", required=True)
+    cont = sub.add_parser("continue", help="a published network trained on")
+    cont.add_argument("--model", required=True)
+    pub.add_argument("--work", default=os.path.join(HERE, "..", "out"),
+                     help="where the table1 run left its files")
+    cont.add_argument("--work", default=os.path.join(HERE, "..", "out", "continued"))
+    for q in (pub, cont):
+        q.add_argument("--root", default=bsds300.DEFAULT_ROOT)
+        q.add_argument("--add-fresh", type=bsds300.parse_ints, default=(), metavar="M1[,M2...]")
+        q.add_argument("--soft-iters", type=int, default=0)
+        q.add_argument("--truncation", type=int, default=0)
+        q.add_argument("--no-search", action="store_true")
+        q.add_argument("--rerank-every", type=int, default=1)
+        q.add_argument("--iters", type=int, default=0)
+        q.add_argument("--threads", type=int, default=None)
+        q.add_argument("--test", type=int, default=250_000)
+    # publish names the finished run with its table1 options
+    pub.add_argument("--dataset", choices=["bsds300", "lowres"], default="bsds300")
+    pub.add_argument("--train", type=int, default=1_000_000)
+    pub.add_argument("--models", nargs=1, required=True)
+    pub.add_argument("--seed", type=int, default=0)
+    pub.add_argument("--reg-covar", type=float, default=bsds300.DEFAULT_REG_COVAR)
+    pub.add_argument("--float32", action="store_true")
+    pub.add_argument("--grow", action="store_true")
+    pub.add_argument("--continue-from", type=bsds300.parse_ints, default=())
+    pub.add_argument("--widen-from", type=bsds300.parse_ints, default=())
+    pub.add_argument("--add-validation-images", action="store_true")
+    args = p.parse_args(argv)
+    if args.command == "publish":
+        publish(args)
+    else:
+        continue_fit(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
