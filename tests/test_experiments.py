@@ -560,9 +560,27 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     assert row["fit_seconds"] > first["fit_seconds"]
     assert row["test_loglik"] == pytest.approx(reference.score(test), abs=1e-9)
 
-    # the same command again scores the finished run (no second fit, one row)
-    continue_script.main(["continue", *options])
+    # the same command again scores the finished run (no second fit, one row), and can
+    # publish it in turn: its recipe has the fresh stage, its totals this run's
+    continue_script.main(["continue", *options, "--publish", str(tmp_path / "next.npz")])
     assert json.loads((tmp_path / "bsds300.json").read_text())["models"] == rows
+
+    # which goes on with a hard iteration (the truncated settings of its file replaced)
+    hard = ["--model", str(tmp_path / "next.npz"), "--iters", "1", "--threads", "1", "--test",
+            "300", "--root", str(BSDS), "--work", str(work)]
+    continue_script.main(["continue", *hard])
+    reference = dgmmcore.load(str(tmp_path / "next.npz"))
+    reference.warm_start, reference.max_iter, reference.n_threads = True, 1, 1
+    reference.truncation = None
+    reference.fit(X, init_paths=reference.predict(X))
+    saved = dgmmcore.load(str(work / "next-hard1.model.npz"))
+    assert saved.truncation is None
+    for a, b in zip(saved.transforms_, reference.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    last = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
+    assert (last["start_file"], last["train_patches"], last["added_fresh_patches"]) == (
+        "next", 1800, [600])
+    assert (last["em_iterations"], last["soft_em_iterations"]) == (first["em_iterations"] + 1, 1)
 
     with pytest.raises(SystemExit, match="no training-rows recipe"):
         continue_script.main(["continue", *options[:0], "--model",

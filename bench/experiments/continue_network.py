@@ -15,6 +15,7 @@ Table 1 row with the totals carried on.
     python bench/experiments/continue_network.py continue --model bench/models/NET.npz \\
         [--add-fresh M1[,M2...]] [--soft-iters K --truncation 20 --no-search --rerank-every 3
         | --iters K] [--threads 2] [--test 250000] [--work bench/out/continued]
+        [--publish bench/models/NEXT.npz]     (the result as a portable file in turn)
 
 ``continue`` takes the rows' recipe (seed, patches, stages, float32, reg_covar) from the file,
 so the run trains on exactly the rows a table1 chain with the same stages would.
@@ -33,12 +34,14 @@ import bsds300  # noqa: E402  (the Table 1 helpers: rows, tags, fits, JSON rows)
 
 BLOCK = 1_000_000  # rows per cached block of start paths: an interrupted run loses < 1 block
 RECIPE_KEYS = ("dataset", "seed", "train", "add_fresh", "float32", "reg_covar")
+# what a portable file carries of the Table 1 row of the runs behind it
+TOTALS_KEYS = ("init", "em_iterations", "soft_em_iterations", "fit_seconds", "test_loglik",
+               "stderr", "valid_loglik", "valid_stderr", "test_patches", "machine")
 
 
 def publish(args):
     """The finished table1 run the options name, as a portable model file."""
     from dgmmcore import load
-    from dgmmcore._persistence import atomic_savez, model_arrays
     layers = bsds300.parse_ints(args.models[0])
     if args.add_validation_images or args.widen_from or args.continue_from:
         raise SystemExit("publish: only networks of --train plus --add-fresh stages (their rows "
@@ -53,17 +56,23 @@ def publish(args):
     recipe = {"dataset": args.dataset, "seed": args.seed, "train": args.train,
               "add_fresh": list(args.add_fresh), "float32": bool(args.float32),
               "reg_covar": args.reg_covar}
-    totals = {k: row.get(k) for k in ("init", "em_iterations", "soft_em_iterations", "fit_seconds",
-                                  "test_loglik", "stderr", "valid_loglik", "valid_stderr",
-                                  "test_patches", "machine")}
+    totals = {k: row.get(k) for k in TOTALS_KEYS}
+    write_portable(model, args.out, recipe, totals, tag)
+
+
+def write_portable(model, out, recipe, totals, source):
+    """``model`` as a portable file: dgmmcore's model format with the parameters rounded to
+    float32 (about half the size once compressed; 6e-8 relative), the rows' recipe and the
+    totals of the runs behind it (``source``: the run's file stem)."""
+    from dgmmcore._persistence import atomic_savez, model_arrays
     arrays = model_arrays(model, extra={"bsds300_rows": recipe, "bsds300_totals": totals,
-                                        "published_from": tag})
-    for name, a in arrays.items():  # float32 precision: half the size, ~1e-7 relative
+                                        "published_from": source})
+    for name, a in arrays.items():
         if a.dtype == np.float64 and name != "weights":
             arrays[name] = a.astype(np.float32).astype(np.float64)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    atomic_savez(args.out, arrays, compress=True)
-    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB) from {tag}")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    atomic_savez(out, arrays, compress=True)
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB) from {source}")
 
 
 def _table1_row(args, layers, n_rows):
@@ -192,6 +201,10 @@ def continue_fit(args):
     bsds300.write_json(f"{run.dataset}.json", {
         "machine": bsds300.machine(), "published": bsds300.PUBLISHED,
         "models": bsds300.merge_rows(old.get("models", []), [row], bsds300.table1_row_key)})
+    if args.publish:
+        recipe = {**recipe, "add_fresh": list(run.add_fresh)}
+        write_portable(fitted, args.publish, recipe,
+                       {k: row.get(k) for k in TOTALS_KEYS}, tag)
 
 
 def main(argv=None):
@@ -201,6 +214,8 @@ def main(argv=None):
     pub.add_argument("--out", required=True)
     cont = sub.add_parser("continue", help="a published network trained on")
     cont.add_argument("--model", required=True)
+    cont.add_argument("--publish", metavar="OUT",
+                      help="write the finished network as a portable file too, to go on from")
     pub.add_argument("--work", default=os.path.join(HERE, "..", "out"),
                      help="where the table1 run left its files")
     cont.add_argument("--work", default=os.path.join(HERE, "..", "out", "continued"))
