@@ -79,13 +79,15 @@ def _all_rows(n):
     return np.arange(n, dtype=np.intp), np.array([0, n], dtype=np.intp)
 
 
-def exact_scores(table, X, n_threads, best=True):
-    """log p(x) over all paths, and (optionally) the best path number and its score."""
+def exact_scores(table, X, n_threads, best=True, lse=True):
+    """log p(x) over all paths (None without ``lse``: a search for the best path skips an exp
+    per path and row), and (optionally) the best path number and its score."""
     rows, offsets = _all_rows(X.shape[0])
     cand = table.active[None, :]
-    lse, arg, best_score, _ = _run(table, X, rows, offsets, cand, n_threads, lse=True, best=best)
+    out_lse, arg, best_score, _ = _run(table, X, rows, offsets, cand, n_threads, lse=lse,
+                                       best=best)
     paths = table.active[arg] if best else None
-    return lse, paths, best_score if best else None
+    return out_lse if lse else None, paths, best_score if best else None
 
 
 def path_scores(table, X, n_threads):

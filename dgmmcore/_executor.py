@@ -57,7 +57,7 @@ def estep_block(table, X, prev, config, key, row_start, n_threads, sums, ranked=
     elif config.estep == "full" or (len(config.layers) == 1 and prev is not None):
         # with one layer a coordinate-ascent pass is already the exact search: restarts
         # cannot win, so the heuristic costs a third of the work and switches no row
-        _, paths, score = _estep.exact_scores(table, X, n_threads)
+        _, paths, score = _estep.exact_scores(table, X, n_threads, lse=False)
         switched = float("nan") if config.estep == "full" else 0.0
     else:
         prev2d = None if prev is None else unravel_paths(prev, config.layers)

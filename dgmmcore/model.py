@@ -462,19 +462,22 @@ class DeepGMM:
         return check_data(X, n_features=self.n_features_in_)
 
     def _blockwise(self, X, best):
-        """exact_scores over the blocks of X (memory-mapped data is streamed)."""
+        """exact_scores over the blocks of X (memory-mapped data is streamed): (None, best
+        paths) with ``best``, else (log-densities, None)."""
         self._check_fitted()
         if _distributed.is_dask_array(X):
             return self._dask_blockwise(X, best)
         source = RowSource(X, n_features=self.n_features_in_)
         table, threads = self._path_table(), self._threads()
-        lse = np.empty(source.n_rows)
+        # the best paths alone (predict) or the densities alone (score_samples)
+        lse = None if best else np.empty(source.n_rows)
         paths = np.empty(source.n_rows, dtype=np.intp) if best else None
         for lo, hi, block in source.blocks():
-            l, p, _ = _estep.exact_scores(table, block, threads, best=best)
-            lse[lo:hi] = l
+            l, p, _ = _estep.exact_scores(table, block, threads, best=best, lse=not best)
             if best:
                 paths[lo:hi] = p
+            else:
+                lse[lo:hi] = l
         return lse, paths
 
     def _dask_blockwise(self, X, best):

@@ -118,7 +118,7 @@ def _best_paths(table, a, search, previous, n_threads):
     restoration_bsds300.py)."""
     layers = table.layers
     if search == "exact" or (search == "tracked" and previous is None):
-        _, best, _ = _estep.exact_scores(table, a, n_threads)
+        _, best, _ = _estep.exact_scores(table, a, n_threads, lse=False)
         return best, unravel_paths(best, layers)
     if previous is None:
         paths, _, _ = _estep.heuristic_estep(table, a, None, 0, n_threads,
