@@ -53,8 +53,8 @@ def _redo_overflows(table, X, rows, offsets, cand, n_threads, out_lse, out_best,
         bad |= ~np.isfinite(out_lse[rows])
     if out_best.size:
         bad |= ~np.isfinite(out_best_score[rows])
-    if out_all.size:
-        bad |= ~np.isfinite(out_all[rows]).any(axis=1)
+    if out_all.size:  # checked in place: out_all[rows] would copy the whole (n, C) matrix
+        bad |= ~np.isfinite(out_all).any(axis=1)[rows]
     pos = np.flatnonzero(bad)
     if pos.size == 0:
         return

@@ -19,6 +19,7 @@ import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 from libc.math cimport exp, log, INFINITY
 
 from cython cimport floating
@@ -28,6 +29,11 @@ cnp.import_array()
 
 # Rows per task: the centred buffer (CHUNK x D) stays in L2 while it is reused by TRMM and the norms.
 CHUNK = 256
+
+# A task's scores of every candidate (out_all) are collected in a per-thread buffer of up to this
+# many doubles and then written row by row: written one candidate at a time, they went to rows
+# spread over the whole output (a group's rows are scattered), a cache and TLB miss per score.
+cdef Py_ssize_t ALL_BUFFER_DOUBLES = 1 << 20
 
 # exp(-LSE_CUTOFF) is below double epsilon: such terms cannot change a running log-sum-exp.
 cdef double LSE_CUTOFF = 40.0
@@ -72,6 +78,7 @@ cdef void _score_task(
     double *run_max,
     double *run_sum,
     cnp.intp_t *run_arg,
+    double *allbuf,
     double[::1] out_lse,
     cnp.intp_t[::1] out_best,
     double[::1] out_best_score,
@@ -106,7 +113,10 @@ cdef void _score_task(
         for r in range(m):
             score = const_[p] - 0.5 * sqnorm[r]
             if want_all:
-                out_all[out_rows[start + r], c] = score
+                if allbuf != NULL:
+                    allbuf[r * C + c] = score
+                else:
+                    out_all[out_rows[start + r], c] = score
             mx = run_max[r]
             if score > mx:
                 # New maximum: rescale the running sum (it is 0 for the first finite score).
@@ -119,6 +129,10 @@ cdef void _score_task(
                 run_arg[r] = c
             elif want_lse and score - mx > -LSE_CUTOFF:
                 run_sum[r] = run_sum[r] + exp(score - mx)
+
+    if want_all and allbuf != NULL:
+        for r in range(m):
+            memcpy(&out_all[out_rows[start + r], 0], &allbuf[r * C], C * sizeof(double))
 
     for r in range(m):
         row = rows[start + r]
@@ -178,6 +192,8 @@ def score_groups(
     cdef double *run_max
     cdef double *run_sum
     cdef cnp.intp_t *run_arg
+    cdef double *allbuf
+    cdef Py_ssize_t C = cand.shape[1]
     for t in range(n_tasks):
         chunk = max(chunk, task_stop[t] - task_start[t])
     if n_tasks == 0 or chunk == 0:
@@ -188,6 +204,7 @@ def score_groups(
         out_rows = rows
     elif out_rows.shape[0] != rows.shape[0]:
         raise ValueError("out_rows must be aligned with rows")
+    cdef bint buffer_all = out_all.shape[0] > 0 and chunk * C <= ALL_BUFFER_DOUBLES
     cdef int out_of_memory[1]
     out_of_memory[0] = 0
     n_threads = max(1, min(n_threads, n_tasks))
@@ -200,19 +217,21 @@ def score_groups(
         run_max = <double*> malloc(sizeof(double) * chunk)
         run_sum = <double*> malloc(sizeof(double) * chunk)
         run_arg = <cnp.intp_t*> malloc(sizeof(cnp.intp_t) * chunk)
+        allbuf = <double*> malloc(sizeof(double) * chunk * C) if buffer_all else NULL
         # a thread without its buffers skips its tasks and the call raises below
         if (xt == NULL or work == NULL or sqnorm == NULL or run_max == NULL
-                or run_sum == NULL or run_arg == NULL):
+                or run_sum == NULL or run_arg == NULL or (buffer_all and allbuf == NULL)):
             out_of_memory[0] = 1
         try:
             for t in prange(n_tasks, schedule='dynamic'):
                 if (xt == NULL or work == NULL or sqnorm == NULL or run_max == NULL
-                        or run_sum == NULL or run_arg == NULL):
+                        or run_sum == NULL or run_arg == NULL
+                        or (buffer_all and allbuf == NULL)):
                     continue
                 g = task_group[t]
-                _score_task(X, R, mean, const_, rows, &cand[g, 0], cand.shape[1], task_start[t],
+                _score_task(X, R, mean, const_, rows, &cand[g, 0], C, task_start[t],
                             task_stop[t], ldt, xt, work, sqnorm, run_max, run_sum, run_arg,
-                            out_lse, out_best, out_best_score, out_all, out_rows)
+                            allbuf, out_lse, out_best, out_best_score, out_all, out_rows)
         finally:
             free(xt)
             free(work)
@@ -220,6 +239,7 @@ def score_groups(
             free(run_max)
             free(run_sum)
             free(run_arg)
+            free(allbuf)
     if out_of_memory[0]:
         raise MemoryError("path scoring: could not allocate the per-thread work buffers")
 
