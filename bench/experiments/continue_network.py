@@ -21,7 +21,6 @@ Table 1 row with the totals carried on.
 so the run trains on exactly the rows a table1 chain with the same stages would.
 """
 import argparse
-import json
 import os
 import sys
 import time
