@@ -583,6 +583,6 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     assert (last["em_iterations"], last["soft_em_iterations"]) == (first["em_iterations"] + 1, 1)
 
     with pytest.raises(SystemExit, match="no training-rows recipe"):
-        continue_script.main(["continue", *options[:0], "--model",
+        continue_script.main(["continue", "--model",
                               str(tmp_path / "bsds300-grown-3x2-n1200-s0.model.npz"),
                               "--soft-iters", "1", "--work", str(work)])

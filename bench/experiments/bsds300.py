@@ -480,6 +480,22 @@ def table1_row_key(r):
             r.get("start_file"))
 
 
+def set_estep(model, args):
+    """Continue ``model`` (warm start) with this run's E-step: --soft-iters as soft EM, or as
+    truncated EM with --truncation (without the search with --no-search, ranking on every
+    --rerank-every-th E-step); hard EM with the paper's heuristic without --soft-iters. What a
+    loaded model's file held of an earlier run's E-step is replaced, from DeepGMM's defaults."""
+    from dgmmcore import DeepGMM
+    defaults = DeepGMM(model.layers)
+    model.warm_start = True
+    model.estep = "soft" if args.soft_iters and not args.truncation else "heuristic"
+    model.truncation = (args.truncation or None) if args.soft_iters else None
+    model.rerank_every = args.rerank_every if model.truncation else 1
+    model.warm_passes, model.n_restarts = defaults.warm_passes, defaults.n_restarts
+    if model.truncation and args.no_search:
+        model.warm_passes, model.n_restarts = 0, 0  # the candidates are the search
+
+
 def cmd_table1(args):
     train = load_train(args, args.train)
     valid = load_data(args, "validation", min(args.test, 50_000))
@@ -513,12 +529,7 @@ def cmd_table1(args):
                 # the hard stage's rows when it ran now (24M float32 rows: 6 GB to draw again)
                 rows_fitted = (extended if extended is not None
                                else extended_rows(args, train, added_stages(args, len(train))))
-            model.estep = "heuristic" if args.truncation else "soft"
-            model.truncation, model.warm_start = args.truncation or None, True
-            if args.truncation and args.no_search:
-                model.warm_passes, model.n_restarts = 0, 0  # the candidates are the search
-            if args.truncation:
-                model.rerank_every = args.rerank_every
+            set_estep(model, args)
             # truncated EM searches from the rows' paths of the hard run's last E-step (not
             # from the exact search a loaded model would start with)
             ckpt = os.path.join(args.work, f"{tag}.ckpt.npz")

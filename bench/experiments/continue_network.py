@@ -112,7 +112,7 @@ def start_paths(model, X, cache_dir):
     cores) so that a stopped run picks up where it was."""
     os.makedirs(cache_dir, exist_ok=True)
     blocks = []
-    for b, lo in enumerate(range(0, len(X), BLOCK)):
+    for lo in range(0, len(X), BLOCK):
         hi = min(lo + BLOCK, len(X))
         f = os.path.join(cache_dir, f"{lo}-{hi}.npy")
         if os.path.exists(f):
@@ -130,7 +130,6 @@ def start_paths(model, X, cache_dir):
 
 def continue_fit(args):
     """The published network continued on its rows plus --add-fresh stages."""
-    from dgmmcore import DeepGMM
     model, recipe, totals = file_recipe(args.model)
     layers = tuple(int(n) for n in model.weights_.shape)
     # the rows' options come from the file: the same draws as the run that trained it
@@ -154,16 +153,8 @@ def continue_fit(args):
         X = bsds300.load_train(run, recipe["train"])
         X_all = bsds300.extended_rows(run, X, stages)
         del X
-        model.warm_start, model.n_threads = True, args.threads
-        # the file holds the last run's E-step settings (truncated, maybe without search):
-        # this run's options replace them, from DeepGMM's defaults
-        defaults = DeepGMM(layers)
-        model.estep = "soft" if args.soft_iters and not args.truncation else "heuristic"
-        model.truncation = (args.truncation or None) if args.soft_iters else None
-        model.rerank_every = args.rerank_every if model.truncation else 1
-        model.warm_passes, model.n_restarts = defaults.warm_passes, defaults.n_restarts
-        if model.truncation and args.no_search:
-            model.warm_passes, model.n_restarts = 0, 0  # the candidates are the search
+        model.n_threads = args.threads
+        bsds300.set_estep(model, args)  # the file's E-step settings were its last run's
         fitted, seconds = bsds300.fit_or_resume(
             layers, X_all, run, tag, start=model, iters=args.soft_iters or args.iters,
             init_paths=lambda: start_paths(model, X_all, ckpt_dir),
