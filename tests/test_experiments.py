@@ -589,3 +589,43 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
         continue_script.main(["continue", "--model",
                               str(tmp_path / "bsds300-grown-3x2-n1200-s0.model.npz"),
                               "--soft-iters", "1", "--work", str(work)])
+
+    # the validation images added: 1800 rows / 180 per image of the 20, 200 rows of the seed's
+    # third stream; trained on them, the row has no validation score
+    where = ["--iters", "1", "--threads", "1", "--test", "300", "--root", str(BSDS),
+             "--work", str(work)]
+    continue_script.main(["continue", "--model", str(tmp_path / "next.npz"),
+                          "--add-validation-images", *where,
+                          "--publish", str(tmp_path / "val.npz")])
+    extra = load_bsds300(BSDS, "validation", n_patches=200,
+                         random_state=np.random.SeedSequence([0, 2]))
+
+    def hard_reference(path, rows):
+        model = dgmmcore.load(str(path))
+        model.warm_start, model.max_iter, model.n_threads, model.truncation = True, 1, 1, None
+        return model.fit(rows, init_paths=model.predict(rows))
+
+    reference = hard_reference(tmp_path / "next.npz", np.concatenate([X, extra]))
+    saved = dgmmcore.load(str(work / "next-plusval200-hard1.model.npz"))
+    for a, b in zip(saved.transforms_, reference.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    last = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
+    assert (last["train_patches"], last["added_validation_image_patches"],
+            last["valid_loglik"]) == (2000, 200, None)
+    assert read_model_file(str(tmp_path / "val.npz"))[0]["bsds300_rows"][
+        "validation_images"] == 200
+    with pytest.raises(SystemExit, match="validation images already"):
+        continue_script.main(["continue", "--model", str(tmp_path / "val.npz"),
+                              "--add-validation-images", *where])
+    # fresh rows after them: the train stages keep their streams (the second is [seed, 1, 1])
+    continue_script.main(["continue", "--model", str(tmp_path / "val.npz"),
+                          "--add-fresh", "300", *where])
+    fresh = load_bsds300(BSDS, "train", n_patches=300,
+                         random_state=np.random.SeedSequence([0, 1, 1]))
+    reference = hard_reference(tmp_path / "val.npz", np.concatenate([X, fresh, extra]))
+    saved = dgmmcore.load(str(work / "val-plus300-hard1.model.npz"))
+    for a, b in zip(saved.transforms_, reference.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    last = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
+    assert (last["train_patches"], last["added_fresh_patches"],
+            last["added_validation_image_patches"]) == (2300, [600, 300], 200)

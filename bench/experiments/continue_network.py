@@ -19,6 +19,9 @@ Table 1 row with the totals carried on.
 
 ``continue`` takes the rows' recipe (seed, patches, stages, float32, reg_covar) from the file,
 so the run trains on exactly the rows a table1 chain with the same stages would.
+``--add-validation-images`` adds the 20 validation images' patches (as many per image as the
+rows before have per train image, table1's stage of that name): the paper's training set is
+all 200 train images; from then on the validation score is no longer held out.
 """
 import argparse
 import os
@@ -33,6 +36,7 @@ import bsds300  # noqa: E402  (the Table 1 helpers: rows, tags, fits, JSON rows)
 
 BLOCK = 1_000_000  # rows per cached block of start paths: an interrupted run loses < 1 block
 RECIPE_KEYS = ("dataset", "seed", "train", "add_fresh", "float32", "reg_covar")
+# and "validation_images": the patches of the validation images' stage (absent: none)
 # what a portable file carries of the Table 1 row of the runs behind it
 TOTALS_KEYS = ("init", "em_iterations", "soft_em_iterations", "fit_seconds", "test_loglik",
                "stderr", "valid_loglik", "valid_stderr", "test_patches", "machine")
@@ -44,7 +48,8 @@ def publish(args):
     layers = bsds300.parse_ints(args.models[0])
     if args.add_validation_images or args.widen_from or args.continue_from:
         raise SystemExit("publish: only networks of --train plus --add-fresh stages (their rows "
-                         "can be drawn again from the seed alone)")
+                         "can be drawn again from the seed alone); continue adds the "
+                         "validation images with --add-validation-images")
     tag = bsds300.extended_tag(args, layers, args.train) + bsds300.polish_suffix(args)
     path = os.path.join(args.work, f"{tag}.model.npz")
     if not os.path.exists(path):
@@ -128,8 +133,26 @@ def start_paths(model, X, cache_dir):
     return np.concatenate(blocks)
 
 
+def row_stages(run, recipe, add_validation_images):
+    """(patches, split) of every stage after the --train rows, in the order extended_rows
+    draws them: the train images' fresh stages (the file's, then --add-fresh's), then the
+    validation images' (the file's, or a new one). The validation stage comes last so that
+    each train stage keeps its stream (extended_rows numbers the stages)."""
+    validation = recipe.get("validation_images", 0)
+    if add_validation_images:
+        if validation:
+            raise SystemExit(f"continue: {run.model} is trained on the validation images "
+                             f"already ({validation} patches)")
+        # table1's stage: as many per validation image as all rows before have per train image
+        with_images = argparse.Namespace(**{**vars(run), "add_validation_images": True})
+        validation = bsds300.added_stages(with_images, recipe["train"])[-1][0]
+    return ([(m, "train") for m in run.add_fresh]
+            + ([(validation, "validation")] if validation else []))
+
+
 def continue_fit(args):
-    """The published network continued on its rows plus --add-fresh stages."""
+    """The published network continued on its rows plus --add-fresh stages (and the validation
+    images' patches with --add-validation-images)."""
     model, recipe, totals = file_recipe(args.model)
     layers = tuple(int(n) for n in model.weights_.shape)
     # the rows' options come from the file: the same draws as the run that trained it
@@ -139,12 +162,14 @@ def continue_fit(args):
                                 "add_fresh": tuple(recipe["add_fresh"]) + tuple(args.add_fresh)})
     if not args.soft_iters and not args.iters:
         raise SystemExit("continue: give --soft-iters (with --truncation) or --iters")
+    stages = row_stages(run, recipe, args.add_validation_images)
+    validation = stages[-1][0] if stages and stages[-1][1] == "validation" else 0
     stem = os.path.basename(args.model)
     stem = stem[:-len(".npz")] if stem.endswith(".npz") else stem
     tag = (stem + "".join(f"-plus{m}" for m in args.add_fresh)
+           + (f"-plusval{validation}" if args.add_validation_images else "")
            + (bsds300.polish_suffix(run) if args.soft_iters else f"-hard{args.iters}"))
     ckpt_dir = os.path.join(args.work, f"{tag}.start-paths")
-    stages = [(m, "train") for m in run.add_fresh]
     ready = bsds300.finished_fit(run, tag, args.soft_iters or args.iters)
     X_all = None
     if ready:
@@ -160,12 +185,13 @@ def continue_fit(args):
             init_paths=lambda: start_paths(model, X_all, ckpt_dir),
             final_estep=not args.soft_iters)
     del X_all
-    valid = bsds300.load_data(run, "validation", min(args.test, 50_000))
     test = bsds300.load_data(run, "test", args.test)
     fitted.n_threads = args.threads
     ll, se = bsds300.evaluate(fitted, test)
-    vll, vse = bsds300.evaluate(fitted, valid)
-    n_rows = recipe["train"] + sum(run.add_fresh)
+    # trained on the validation images, the validation patches are no longer held out
+    vll, vse = (None, None) if validation else bsds300.evaluate(
+        fitted, bsds300.load_data(run, "validation", min(args.test, 50_000)))
+    n_rows = recipe["train"] + sum(m for m, _ in stages)
     row = {"layers": list(layers), "paths": int(np.prod(layers)),
            "parameters": int(fitted.n_parameters()), "train_patches": n_rows,
            "test_patches": len(test), "init": totals.get("init"),
@@ -179,13 +205,14 @@ def continue_fit(args):
            "train_dtype": "float32" if recipe["float32"] else "float64",
            "reseeding": bsds300.RESEEDING, "continued_from_patches": None, "widened_from": None,
            "added_fresh_patches": list(run.add_fresh) or None,
-           "added_validation_image_patches": None,
+           "added_validation_image_patches": validation or None,
            # the published network this run went on from (all rows from exact paths)
            "start_file": stem, "start_file_test_loglik": totals["test_loglik"],
            "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
            "fit_seconds": totals["fit_seconds"] + seconds, "fit_threads": fitted.n_threads,
            "machine": bsds300.machine()["cpu"]}
-    print(f"   {tag}: test {ll:.3f} +- {se:.3f} nats (validation {vll:.3f}), this run "
+    held_out = "trained on" if vll is None else f"{vll:.3f}"
+    print(f"   {tag}: test {ll:.3f} +- {se:.3f} nats (validation {held_out}), this run "
           f"{seconds:.0f} s", flush=True)
     old = bsds300.read_json(f"{run.dataset}.json")
     bsds300.write_json(f"{run.dataset}.json", {
@@ -193,6 +220,8 @@ def continue_fit(args):
         "models": bsds300.merge_rows(old.get("models", []), [row], bsds300.table1_row_key)})
     if args.publish:
         recipe = {**recipe, "add_fresh": list(run.add_fresh)}
+        if validation:
+            recipe["validation_images"] = validation
         write_portable(fitted, args.publish, recipe,
                        {k: row.get(k) for k in TOTALS_KEYS}, tag)
 
@@ -230,6 +259,8 @@ def main(argv=None):
     pub.add_argument("--continue-from", type=bsds300.parse_ints, default=())
     pub.add_argument("--widen-from", type=bsds300.parse_ints, default=())
     pub.add_argument("--add-validation-images", action="store_true")
+    cont.add_argument("--add-validation-images", action="store_true",
+                      help="add the validation images' patches (then no validation score)")
     args = p.parse_args(argv)
     if args.command == "publish":
         publish(args)
