@@ -4,6 +4,8 @@ Format version 1 holds:
   format_version (int), library_version (str), meta (JSON str: layers, n_features,
   path_prior, hyperparameters), transforms_<j>, biases_<j> for j = 0..k-1, weights (joint prior),
   layer_weights_<j> (factorized prior only), and optionally fit state (history JSON).
+A "symmetries" list in meta (SymmetrizedModel.save) makes ``load`` return the network averaged
+over those symmetries of the square (dgmmcore.symmetry).
 """
 import json
 import os
@@ -127,7 +129,8 @@ def read_model_file(path):
 
 
 def load_model(path):
-    """Load a model written by ``DeepGMM.save``; never unpickles."""
+    """Load a model written by ``DeepGMM.save`` (or ``SymmetrizedModel.save``); never
+    unpickles."""
     from ._validation import check_params
     from .model import DeepGMM
     meta, transforms, biases, weights, layer_weights = read_model_file(path)
@@ -158,4 +161,10 @@ def load_model(path):
         model._resume_state = {"paths": paths, "ranked": ranked, "history": meta["history"],
                                "Q": Q, "c": c,
                                "rng_state": meta["checkpoint"]["rng_state"]}
+    if "symmetries" in meta:  # written by SymmetrizedModel.save
+        from .symmetry import SymmetrizedModel
+        try:
+            return SymmetrizedModel(model, meta["symmetries"])
+        except (TypeError, ValueError) as exc:
+            _fail(path, f"invalid symmetries ({exc})")
     return model

@@ -234,19 +234,41 @@ def cmd_sample(args):
 
 
 def cmd_info(args):
-    from . import load
+    from . import SymmetrizedModel, load
     from ._persistence import read_model_file
     model = load(args.model)
     meta = read_model_file(args.model)[0]
     print(f"model file: {args.model}")
-    print(f"layers: {model.layers} ({model.n_paths_} paths), {model.n_features_in_} dims, "
-          f"{model.n_parameters()} parameters, prior {model.path_prior}")
+    network = model.model if isinstance(model, SymmetrizedModel) else model
+    print(f"layers: {network.layers} ({network.n_paths_} paths), {model.n_features_in_} dims, "
+          f"{model.n_parameters()} parameters, prior {network.path_prior}")
+    if network is not model:
+        print(f"averaged over {len(model.symmetries)} symmetries of the square: "
+              f"{', '.join(model.symmetries)} ({model.n_paths_} paths)")
     print(f"hyperparameters: {meta['hyperparameters']}")
     if meta.get("history"):
         last = meta["history"][-1]
         print(f"trained {meta.get('n_iter')} iterations, converged={meta.get('converged')}, "
               f"final objective {last['objective']:.4f}")
     return 0
+
+
+def cmd_symmetrize(args):
+    from . import SymmetrizedModel, load
+    model = load(args.model)
+    if isinstance(model, SymmetrizedModel):
+        model = model.model  # re-symmetrized from its network
+    symmetric = SymmetrizedModel(model, args.symmetries)
+    symmetric.save(args.out)
+    print(f"{args.model} averaged over {', '.join(symmetric.symmetries)}: written to {args.out}")
+    return 0
+
+
+def _symmetries(text):
+    from .symmetry import SQUARE_SYMMETRIES
+    if text == "all":
+        return SQUARE_SYMMETRIES
+    return tuple(s.strip() for s in text.split(","))
 
 
 def _read_gray(path):
@@ -392,6 +414,14 @@ def build_parser():
     ip.add_argument("-o", "--out", required=True)
     _restoration_options(ip)
     ip.set_defaults(func=cmd_inpaint)
+    sy = sub.add_parser("symmetrize", help="a patch model averaged over symmetries of the "
+                                           "square (mirrors, turns): a symmetric model file")
+    sy.add_argument("model")
+    sy.add_argument("--symmetries", type=_symmetries, default="all",
+                    help="'all' (the 8 of the square, the default) or names from identity, "
+                         "lr, ud, rot90, rot180, rot270, transpose, antitranspose")
+    sy.add_argument("-o", "--out", required=True)
+    sy.set_defaults(func=cmd_symmetrize)
     i = sub.add_parser("info", help="describe a model file")
     i.add_argument("model")
     i.set_defaults(func=cmd_info)

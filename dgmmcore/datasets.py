@@ -228,6 +228,7 @@ _SYMMETRIES = {
     "rot180": lambda P: P[:, ::-1, ::-1],
     "rot270": lambda P: np.rot90(P, 3, axes=(1, 2)),
     "transpose": lambda P: P.transpose(0, 2, 1),
+    "antitranspose": lambda P: P[:, ::-1, ::-1].transpose(0, 2, 1),
 }
 
 
@@ -243,7 +244,7 @@ def symmetric_patches(X, kind):
         Square patches, row-major: whole patches, or rows by the standard protocol (patch
         mean removed, last pixel dropped), whose dropped pixel is restored as minus the sum
         of the others before the patch is turned and dropped again.
-    kind : {'lr', 'ud', 'rot90', 'rot180', 'rot270', 'transpose'}
+    kind : {'lr', 'ud', 'rot90', 'rot180', 'rot270', 'transpose', 'antitranspose'}
 
     Returns
     -------

@@ -38,6 +38,10 @@ def psnr(reference, estimate, peak=255.0):
 
 
 def _check_image(model, image, name="image"):
+    from .symmetry import SymmetrizedModel
+    if isinstance(model, SymmetrizedModel):
+        raise TypeError("restoration takes a DeepGMM: a SymmetrizedModel's network is its "
+                        ".model (the symmetry layer is not used in restoration)")
     model._check_fitted()
     img = np.asarray(image)
     if img.ndim != 2:

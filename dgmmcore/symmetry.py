@@ -1,0 +1,148 @@
+"""A patch model averaged over symmetries of the square.
+
+Natural images look much the same mirrored or turned; a model fitted to the patches of a few
+hundred images is not as even-handed: it also learns their particular orientations. Averaging
+its density over a set G of symmetries of the square,
+
+    p_G(x) = (1 / |G|) sum_{g in G} p(g x),
+
+gives a model symmetric under G (when G is a group), with the same free parameters. Each g
+permutes a patch's pixels, so it keeps volume (|det| = 1, also on the rows of the standard
+protocol: patch mean removed, last pixel dropped) and p_G is a density. It is again a Deep
+GMM: the network with one more layer, nearest the data, of |G| fixed nodes (the maps g^-1,
+each with prior 1 / |G|): |G| times the paths, no more parameters.
+"""
+import numpy as np
+from scipy.special import logsumexp
+
+from ._data import RowSource
+from ._validation import check_int, check_random_state
+from .datasets import _SYMMETRIES, symmetric_patches
+
+# The 8 symmetries of the square (the dihedral group D4), the identity first.
+SQUARE_SYMMETRIES = ("identity", "lr", "ud", "rot90", "rot180", "rot270", "transpose",
+                     "antitranspose")
+_INVERSE = {"rot90": "rot270", "rot270": "rot90"}  # every other one is its own inverse
+
+
+def apply_symmetry(X, kind):
+    """X's rows (square patches: whole, or rows of the standard protocol) seen through the
+    symmetry ``kind`` (a name from SQUARE_SYMMETRIES); the identity returns X itself."""
+    if kind == "identity":
+        return X
+    return symmetric_patches(X, kind)
+
+
+def inverse_symmetry(kind):
+    """The name of the symmetry that undoes ``kind``."""
+    return _INVERSE.get(kind, kind)
+
+
+def _check_symmetries(symmetries):
+    if isinstance(symmetries, str):
+        symmetries = (symmetries,)
+    try:
+        names = tuple(symmetries)
+    except TypeError:
+        raise TypeError(f"symmetries must be a sequence of names, got {symmetries!r}") from None
+    if not names:
+        raise ValueError("symmetries must name at least one symmetry")
+    unknown = [s for s in names if s not in SQUARE_SYMMETRIES]
+    if unknown:
+        raise ValueError(f"unknown symmetries {unknown}; choose from {list(SQUARE_SYMMETRIES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"symmetries must not repeat: {list(names)}")
+    return names
+
+
+def _check_square(n_features):
+    """Rows of square patches: s*s values, or s*s - 1 (the standard protocol's)."""
+    for side in (int(np.sqrt(n_features + 1) + 0.5), int(np.sqrt(n_features) + 0.5)):
+        if n_features > 0 and side * side in (n_features, n_features + 1):
+            return
+    raise ValueError(f"a symmetrized model needs rows of square patches (s*s or s*s - 1 "
+                     f"values); this model has {n_features} features")
+
+
+class SymmetrizedModel:
+    """A fitted DeepGMM of square patches, its density averaged over ``symmetries``:
+    log p(x) = logsumexp_g log p_model(g x) - log |G|.
+
+    Parameters
+    ----------
+    model : DeepGMM, fitted, on rows of s*s or s*s - 1 values (the standard protocol's).
+    symmetries : names from SQUARE_SYMMETRIES (default: all 8), each at most once.
+
+    ``score_samples``, ``score``, ``sample``, ``save`` (``dgmmcore.load`` reads it back) and
+    ``n_parameters`` as for the DeepGMM; training happens on the DeepGMM itself.
+    """
+
+    def __init__(self, model, symmetries=SQUARE_SYMMETRIES):
+        if not hasattr(model, "_check_fitted"):
+            raise TypeError(f"model must be a DeepGMM, got {type(model).__name__}")
+        model._check_fitted()
+        _check_square(model.n_features_in_)
+        self.model = model
+        self.symmetries = _check_symmetries(symmetries)
+
+    @property
+    def n_features_in_(self):
+        return self.model.n_features_in_
+
+    @property
+    def layers(self):
+        """The network's layers and the symmetry layer's |G| fixed nodes."""
+        return tuple(self.model.layers) + (len(self.symmetries),)
+
+    @property
+    def n_paths_(self):
+        return self.model.n_paths_ * len(self.symmetries)
+
+    @property
+    def n_threads(self):
+        return self.model.n_threads
+
+    @n_threads.setter
+    def n_threads(self, value):
+        self.model.n_threads = value
+
+    def n_parameters(self):
+        """The network's free parameters: the symmetry layer has none."""
+        return self.model.n_parameters()
+
+    def score_samples(self, X):
+        """log p_G(x) for each row (natural log). X as for DeepGMM.score_samples (an array,
+        a memory map or a .npy path, read block by block); each block is scored |G| times."""
+        source = RowSource(X, n_features=self.n_features_in_)
+        out = np.empty(source.n_rows)
+        for lo, hi, block in source.blocks():
+            seen = np.stack([self.model.score_samples(apply_symmetry(block, g))
+                             for g in self.symmetries])
+            out[lo:hi] = logsumexp(seen, axis=0) - np.log(len(self.symmetries))
+        return out
+
+    def score(self, X):
+        """Mean log-likelihood per row, in nats."""
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw ``n_samples`` points: a draw y of the network, seen through g^-1 for a
+        uniformly drawn g. Returns (X (n, D), paths (n, k + 1)): each row's path through the
+        network and, last, the index of its symmetry in ``symmetries``."""
+        n_samples = check_int(n_samples, "n_samples", minimum=1)
+        rng = check_random_state(random_state)
+        X, paths = self.model.sample(n_samples, random_state=rng)
+        which = rng.integers(len(self.symmetries), size=n_samples)
+        for k, g in enumerate(self.symmetries):
+            chosen = which == k
+            if chosen.any():
+                X[chosen] = apply_symmetry(X[chosen], inverse_symmetry(g))
+        return X, np.column_stack([paths, which])
+
+    def save(self, path):
+        """Write the network's model file with the symmetries in its header (atomic)."""
+        from ._persistence import save_model
+        save_model(self.model, path, extra={"symmetries": list(self.symmetries)})
+
+    def __repr__(self):
+        return f"SymmetrizedModel({self.model!r}, symmetries={list(self.symmetries)})"
