@@ -534,6 +534,25 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
     assert published.score(test) == pytest.approx(first["test_loglik"], abs=1e-4)
 
+    # averaged over the symmetries of the square: the set the validation patches choose
+    continue_script.main(["symmetrize", "--model", str(net), "--test", "300", "--threads", "1",
+                          "--root", str(BSDS), "--out", str(tmp_path / "sym.npz")])
+    valid = load_bsds300(BSDS, "validation", n_patches=300, random_state=0)
+    row = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
+    by_valid = {tuple(s): dgmmcore.SymmetrizedModel(published, s).score(valid)
+                for s in continue_script.SYMMETRY_SETS}
+    chosen = max(by_valid, key=by_valid.get)
+    assert tuple(row["symmetries"]) == chosen and row["start_file"] == "net"
+    symmetric = dgmmcore.SymmetrizedModel(published, chosen)
+    assert row["test_loglik"] == pytest.approx(symmetric.score(test), abs=1e-9)
+    assert row["valid_loglik"] == pytest.approx(by_valid[chosen], abs=1e-9)
+    whole = row["symmetry_sets"][-1]
+    assert whole["test_gain"] == pytest.approx(
+        dgmmcore.SymmetrizedModel(published).score(test) - published.score(test), abs=1e-9)
+    assert dgmmcore.load(str(tmp_path / "sym.npz")).symmetries == chosen
+    # beside the network's own row, not in its place
+    assert json.loads((tmp_path / "bsds300.json").read_text())["models"][0] == first
+
     # continued elsewhere on its 1200 rows and 600 fresh ones (the draws a table1 chain with
     # --add-fresh 600 makes), every row from its exact best path, one truncated iteration
     work = tmp_path / "elsewhere"

@@ -476,8 +476,9 @@ def table1_row_key(r):
             tuple(r.get("widened_from") or ()), tuple(r.get("added_fresh_patches") or ()),
             r.get("added_validation_image_patches"), r.get("truncation"),
             r.get("truncation_search", True if r.get("truncation") else None),
-            # continue_network.py's rows: the published network they went on from
-            r.get("start_file"))
+            # continue_network.py's rows: the published network they went on from, and
+            # the symmetries of the square a symmetrized row averages it over
+            r.get("start_file"), tuple(r.get("symmetries") or ()))
 
 
 def set_estep(model, args):

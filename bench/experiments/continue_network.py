@@ -16,6 +16,9 @@ Table 1 row with the totals carried on.
         [--add-fresh M1[,M2...]] [--soft-iters K --truncation 20 --no-search --rerank-every 3
         | --iters K] [--threads 2] [--test 250000] [--work bench/out/continued]
         [--publish bench/models/NEXT.npz]     (the result as a portable file in turn)
+    python bench/experiments/continue_network.py symmetrize --model bench/models/NET.npz \
+        [--threads 2] [--test 250000] [--out NET-symmetric.npz]
+                                              (averaged over symmetries of the square, scored)
 
 ``continue`` takes the rows' recipe (seed, patches, stages, float32, reg_covar) from the file,
 so the run trains on exactly the rows a table1 chain with the same stages would.
@@ -226,6 +229,93 @@ def continue_fit(args):
                        {k: row.get(k) for k in TOTALS_KEYS}, tag)
 
 
+# Nested sets of symmetries of the square the symmetrize command compares (each a group):
+# the network alone, its left-right mirror, the four mirrors and half turn, all eight.
+SYMMETRY_SETS = (("identity",), ("identity", "lr"), ("identity", "lr", "ud", "rot180"),
+                 ("identity", "lr", "ud", "rot180", "rot90", "rot270", "transpose",
+                  "antitranspose"))
+
+
+def averaged_scores(per_symmetry, names):
+    """Per-row log-density of the network averaged over ``names`` from its per-symmetry
+    log-densities (dict name -> (n,))."""
+    from scipy.special import logsumexp
+    return logsumexp(np.stack([per_symmetry[g] for g in names]), axis=0) - np.log(len(names))
+
+
+def symmetrize(args):
+    """A published network averaged over the symmetries of the square
+    (dgmmcore.SymmetrizedModel): the sets of SYMMETRY_SETS scored on the validation and test
+    patches, the set the validation patches choose written as a Table 1 row (and as a model
+    file with --out). Each symmetry's log-densities are computed once and shared by the sets."""
+    from dgmmcore import SymmetrizedModel
+    from dgmmcore.symmetry import apply_symmetry
+    model, recipe, totals = file_recipe(args.model)
+    model.n_threads = args.threads
+    run = argparse.Namespace(**{**vars(args), "dataset": recipe["dataset"],
+                                "seed": recipe["seed"]})
+    validation_trained = bool(recipe.get("validation_images"))
+    splits = {"test": bsds300.load_data(run, "test", args.test)}
+    if not validation_trained:  # else the validation patches are not held out
+        splits["validation"] = bsds300.load_data(run, "validation", min(args.test, 50_000))
+    names = SYMMETRY_SETS[-1]
+    scores, seconds = {}, 0.0
+    for split, X in splits.items():
+        scores[split] = {}
+        for g in names:
+            t0 = time.perf_counter()
+            scores[split][g] = model.score_samples(apply_symmetry(X, g))
+            seconds += time.perf_counter() - t0
+            print(f"  {split} seen through {g}: {scores[split][g].mean():.4f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    sets = []
+    for chosen in SYMMETRY_SETS:
+        entry = {"symmetries": list(chosen)}
+        for split in splits:
+            averaged = averaged_scores(scores[split], chosen)
+            gain = averaged - scores[split]["identity"]  # paired: the same patches
+            key = "test" if split == "test" else "valid"
+            entry[f"{key}_loglik"], entry[f"{key}_stderr"] = bsds300.mean_and_stderr(averaged)
+            entry[f"{key}_gain"], entry[f"{key}_gain_stderr"] = bsds300.mean_and_stderr(gain)
+        sets.append(entry)
+        print(f"   {len(chosen)} symmetries: test {entry['test_loglik']:.3f} (+"
+              f"{entry['test_gain']:.3f} +- {entry['test_gain_stderr']:.3f} paired)"
+              + (f", validation {entry['valid_loglik']:.3f}" if "valid_loglik" in entry
+                 else ""), flush=True)
+    # the validation patches choose the set, as they choose the layer sizes (when they were
+    # trained on, the largest set: every set is a group, the largest the most symmetric)
+    best = max(sets, key=lambda e: e.get("valid_loglik", len(e["symmetries"])))
+    stem = os.path.basename(args.model)
+    stem = stem[:-len(".npz")] if stem.endswith(".npz") else stem
+    layers = [int(n) for n in model.weights_.shape]
+    row = {"layers": layers, "paths": int(np.prod(layers)) * len(best["symmetries"]),
+           "parameters": int(model.n_parameters()),
+           "train_patches": (recipe["train"] + sum(recipe["add_fresh"])
+                             + recipe.get("validation_images", 0)),
+           "test_patches": len(splits["test"]), "init": totals.get("init"),
+           "em_iterations": totals["em_iterations"],
+           "soft_em_iterations": totals["soft_em_iterations"],
+           "reg_covar": recipe["reg_covar"],
+           "train_dtype": "float32" if recipe["float32"] else "float64",
+           "added_fresh_patches": list(recipe["add_fresh"]) or None,
+           "added_validation_image_patches": recipe.get("validation_images") or None,
+           # the published network, averaged over the symmetries the validation chose
+           "start_file": stem, "start_file_test_loglik": totals["test_loglik"],
+           "symmetries": best["symmetries"],
+           "test_loglik": best["test_loglik"], "stderr": best["test_stderr"],
+           "valid_loglik": best.get("valid_loglik"), "valid_stderr": best.get("valid_stderr"),
+           "symmetry_sets": sets, "fit_seconds": totals["fit_seconds"],
+           "score_seconds": seconds, "fit_threads": model.n_threads,
+           "machine": bsds300.machine()["cpu"]}
+    old = bsds300.read_json(f"{recipe['dataset']}.json")
+    bsds300.write_json(f"{recipe['dataset']}.json", {
+        "machine": bsds300.machine(), "published": bsds300.PUBLISHED,
+        "models": bsds300.merge_rows(old.get("models", []), [row], bsds300.table1_row_key)})
+    if args.out:
+        SymmetrizedModel(model, best["symmetries"]).save(args.out)
+        print(f"wrote {args.out}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -261,11 +351,15 @@ def main(argv=None):
     pub.add_argument("--add-validation-images", action="store_true")
     cont.add_argument("--add-validation-images", action="store_true",
                       help="add the validation images' patches (then no validation score)")
+    sym = sub.add_parser("symmetrize", help="a published network averaged over the "
+                                            "symmetries of the square, scored")
+    sym.add_argument("--model", required=True)
+    sym.add_argument("--out", help="write the chosen symmetrized model file too")
+    sym.add_argument("--root", default=bsds300.DEFAULT_ROOT)
+    sym.add_argument("--threads", type=int, default=None)
+    sym.add_argument("--test", type=int, default=250_000)
     args = p.parse_args(argv)
-    if args.command == "publish":
-        publish(args)
-    else:
-        continue_fit(args)
+    {"publish": publish, "continue": continue_fit, "symmetrize": symmetrize}[args.command](args)
 
 
 if __name__ == "__main__":
