@@ -305,7 +305,7 @@ def symmetrize(args):
            "test_loglik": best["test_loglik"], "stderr": best["test_stderr"],
            "valid_loglik": best.get("valid_loglik"), "valid_stderr": best.get("valid_stderr"),
            "symmetry_sets": sets, "fit_seconds": totals["fit_seconds"],
-           "score_seconds": seconds, "fit_threads": model.n_threads,
+           "score_seconds": seconds, "score_threads": model.n_threads,
            "machine": bsds300.machine()["cpu"]}
     old = bsds300.read_json(f"{recipe['dataset']}.json")
     bsds300.write_json(f"{recipe['dataset']}.json", {
