@@ -12,6 +12,8 @@ protocol: patch mean removed, last pixel dropped) and p_G is a density. It is ag
 GMM: the network with one more layer, nearest the data, of |G| fixed nodes (the maps g^-1,
 each with prior 1 / |G|): |G| times the paths, no more parameters.
 """
+import math
+
 import numpy as np
 from scipy.special import logsumexp
 
@@ -57,9 +59,8 @@ def _check_symmetries(symmetries):
 
 def _check_square(n_features):
     """Rows of square patches: s*s values, or s*s - 1 (the standard protocol's)."""
-    for side in (int(np.sqrt(n_features + 1) + 0.5), int(np.sqrt(n_features) + 0.5)):
-        if n_features > 0 and side * side in (n_features, n_features + 1):
-            return
+    if n_features > 0 and any(math.isqrt(m) ** 2 == m for m in (n_features, n_features + 1)):
+        return
     raise ValueError(f"a symmetrized model needs rows of square patches (s*s or s*s - 1 "
                      f"values); this model has {n_features} features")
 
