@@ -99,6 +99,12 @@ def _table1_row(args, layers, n_rows):
     return found[-1]
 
 
+def file_stem(path):
+    """A published file's name without its folder and .npz: its rows' start_file."""
+    stem = os.path.basename(path)
+    return stem[:-len(".npz")] if stem.endswith(".npz") else stem
+
+
 def file_recipe(path):
     """(model, the rows' recipe, the totals) of a published file."""
     from dgmmcore import load
@@ -167,8 +173,7 @@ def continue_fit(args):
         raise SystemExit("continue: give --soft-iters (with --truncation) or --iters")
     stages = row_stages(run, recipe, args.add_validation_images)
     validation = stages[-1][0] if stages and stages[-1][1] == "validation" else 0
-    stem = os.path.basename(args.model)
-    stem = stem[:-len(".npz")] if stem.endswith(".npz") else stem
+    stem = file_stem(args.model)
     tag = (stem + "".join(f"-plus{m}" for m in args.add_fresh)
            + (f"-plusval{validation}" if args.add_validation_images else "")
            + (bsds300.polish_suffix(run) if args.soft_iters else f"-hard{args.iters}"))
@@ -285,8 +290,7 @@ def symmetrize(args):
     # the validation patches choose the set, as they choose the layer sizes (when they were
     # trained on, the largest set: every set is a group, the largest the most symmetric)
     best = max(sets, key=lambda e: e.get("valid_loglik", len(e["symmetries"])))
-    stem = os.path.basename(args.model)
-    stem = stem[:-len(".npz")] if stem.endswith(".npz") else stem
+    stem = file_stem(args.model)
     layers = [int(n) for n in model.weights_.shape]
     row = {"layers": layers, "paths": int(np.prod(layers)) * len(best["symmetries"]),
            "parameters": int(model.n_parameters()),
