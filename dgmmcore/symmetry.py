@@ -19,7 +19,7 @@ from scipy.special import logsumexp
 
 from ._data import RowSource
 from ._validation import check_int, check_random_state
-from .datasets import _SYMMETRIES, symmetric_patches
+from .datasets import symmetric_patches
 
 # The 8 symmetries of the square (the dihedral group D4), the identity first.
 SQUARE_SYMMETRIES = ("identity", "lr", "ud", "rot90", "rot180", "rot270", "transpose",
@@ -38,6 +38,13 @@ def apply_symmetry(X, kind):
 def inverse_symmetry(kind):
     """The name of the symmetry that undoes ``kind``."""
     return _INVERSE.get(kind, kind)
+
+
+def averaged_log_density(seen):
+    """log p_G per row from the network's log-densities at each g x, ``seen`` (|G|, n):
+    log of their mean."""
+    seen = np.asarray(seen)
+    return logsumexp(seen, axis=0) - np.log(len(seen))
 
 
 def _check_symmetries(symmetries):
@@ -117,9 +124,8 @@ class SymmetrizedModel:
         source = RowSource(X, n_features=self.n_features_in_)
         out = np.empty(source.n_rows)
         for lo, hi, block in source.blocks():
-            seen = np.stack([self.model.score_samples(apply_symmetry(block, g))
-                             for g in self.symmetries])
-            out[lo:hi] = logsumexp(seen, axis=0) - np.log(len(self.symmetries))
+            seen = [self.model.score_samples(apply_symmetry(block, g)) for g in self.symmetries]
+            out[lo:hi] = averaged_log_density(seen)
         return out
 
     def score(self, X):

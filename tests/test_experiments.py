@@ -588,13 +588,15 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     assert json.loads((tmp_path / "bsds300.json").read_text())["models"] == rows
 
     # which goes on with a hard iteration (the truncated settings of its file replaced)
+    def hard_reference(path, rows):
+        model = dgmmcore.load(str(path))
+        model.warm_start, model.max_iter, model.n_threads, model.truncation = True, 1, 1, None
+        return model.fit(rows, init_paths=model.predict(rows))
+
     hard = ["--model", str(tmp_path / "next.npz"), "--iters", "1", "--threads", "1", "--test",
             "300", "--root", str(BSDS), "--work", str(work)]
     continue_script.main(["continue", *hard])
-    reference = dgmmcore.load(str(tmp_path / "next.npz"))
-    reference.warm_start, reference.max_iter, reference.n_threads = True, 1, 1
-    reference.truncation = None
-    reference.fit(X, init_paths=reference.predict(X))
+    reference = hard_reference(tmp_path / "next.npz", X)
     saved = dgmmcore.load(str(work / "next-hard1.model.npz"))
     assert saved.truncation is None
     for a, b in zip(saved.transforms_, reference.transforms_):
@@ -618,12 +620,6 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
                           "--publish", str(tmp_path / "val.npz")])
     extra = load_bsds300(BSDS, "validation", n_patches=200,
                          random_state=np.random.SeedSequence([0, 2]))
-
-    def hard_reference(path, rows):
-        model = dgmmcore.load(str(path))
-        model.warm_start, model.max_iter, model.n_threads, model.truncation = True, 1, 1, None
-        return model.fit(rows, init_paths=model.predict(rows))
-
     reference = hard_reference(tmp_path / "next.npz", np.concatenate([X, extra]))
     saved = dgmmcore.load(str(work / "next-plusval200-hard1.model.npz"))
     for a, b in zip(saved.transforms_, reference.transforms_):

@@ -241,20 +241,13 @@ SYMMETRY_SETS = (("identity",), ("identity", "lr"), ("identity", "lr", "ud", "ro
                   "antitranspose"))
 
 
-def averaged_scores(per_symmetry, names):
-    """Per-row log-density of the network averaged over ``names`` from its per-symmetry
-    log-densities (dict name -> (n,))."""
-    from scipy.special import logsumexp
-    return logsumexp(np.stack([per_symmetry[g] for g in names]), axis=0) - np.log(len(names))
-
-
 def symmetrize(args):
     """A published network averaged over the symmetries of the square
     (dgmmcore.SymmetrizedModel): the sets of SYMMETRY_SETS scored on the validation and test
     patches, the set the validation patches choose written as a Table 1 row (and as a model
     file with --out). Each symmetry's log-densities are computed once and shared by the sets."""
     from dgmmcore import SymmetrizedModel
-    from dgmmcore.symmetry import apply_symmetry
+    from dgmmcore.symmetry import apply_symmetry, averaged_log_density
     model, recipe, totals = file_recipe(args.model)
     model.n_threads = args.threads
     run = argparse.Namespace(**{**vars(args), "dataset": recipe["dataset"],
@@ -277,7 +270,7 @@ def symmetrize(args):
     for chosen in SYMMETRY_SETS:
         entry = {"symmetries": list(chosen)}
         for split in splits:
-            averaged = averaged_scores(scores[split], chosen)
+            averaged = averaged_log_density([scores[split][g] for g in chosen])
             gain = averaged - scores[split]["identity"]  # paired: the same patches
             key = "test" if split == "test" else "valid"
             entry[f"{key}_loglik"], entry[f"{key}_stderr"] = bsds300.mean_and_stderr(averaged)
