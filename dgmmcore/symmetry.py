@@ -64,7 +64,7 @@ def _check_symmetries(symmetries):
     return names
 
 
-def _check_square(n_features):
+def check_square(n_features):
     """Rows of square patches: s*s values, or s*s - 1 (the standard protocol's)."""
     if n_features > 0 and any(math.isqrt(m) ** 2 == m for m in (n_features, n_features + 1)):
         return
@@ -78,20 +78,65 @@ class SymmetrizedModel:
 
     Parameters
     ----------
-    model : DeepGMM, fitted, on rows of s*s or s*s - 1 values (the standard protocol's).
+    model : DeepGMM on rows of s*s or s*s - 1 values (the standard protocol's); fitted, or
+        fitted by ``fit``.
     symmetries : names from SQUARE_SYMMETRIES (default: all 8), each at most once.
 
     ``score_samples``, ``score``, ``sample``, ``save`` (``dgmmcore.load`` reads it back) and
-    ``n_parameters`` as for the DeepGMM; training happens on the DeepGMM itself.
+    ``n_parameters`` as for the DeepGMM. The network is trained either plainly (averaged
+    afterwards) or, with ``fit``, with the symmetry layer in place.
     """
 
     def __init__(self, model, symmetries=SQUARE_SYMMETRIES):
         if not hasattr(model, "_check_fitted"):
             raise TypeError(f"model must be a DeepGMM, got {type(model).__name__}")
-        model._check_fitted()
-        _check_square(model.n_features_in_)
         self.model = model
         self.symmetries = _check_symmetries(symmetries)
+        if hasattr(model, "transforms_"):  # an unfitted network waits for fit
+            self._check_network()
+
+    def _check_network(self):
+        self.model._check_fitted()
+        check_square(self.model.n_features_in_)
+
+    @staticmethod
+    def _apply(X, kind):
+        return apply_symmetry(X, kind)
+
+    def fit(self, X, n_rounds=10, *, search=None, tol=None, final_search=True,
+            random_state=None, block_rows=1 << 16):
+        """Train the network with the symmetry layer in place, by hard EM over the pairs
+        (symmetry, path): each round finds every row's best pair, then runs one EM iteration
+        of the network (its own E-step settings) on the rows seen through their symmetries,
+        warm-started from the paths found. An unfitted network is first fitted plainly on X
+        (its own ``max_iter``); a fitted one is continued. Returns self.
+
+        On BSDS300 patches a GMM-100 trained so scores 1.0 nats above the same GMM trained
+        plainly and then averaged over the 8 symmetries (README).
+
+        n_rounds : rounds of (search, network iteration) at most.
+        search : 'exact' (every path of every g x: |G| exact E-steps per round), 'heuristic'
+            (the network's coordinate ascent, warm-started from each (row, g)'s path of the
+            round before, plus its restarts; the identity starts from the last fit's paths on
+            the same rows), or None: exact when it costs at most 25 random restarts, as for
+            the network's own warm start.
+        tol : stop when the objective changes by less (default: the network's ``tol``).
+        final_search : search once more after the last round, so that ``objective_`` and
+            ``history_[-1]`` describe the final parameters.
+        random_state : the restarts' and the network's random draws (default: the network's).
+        block_rows : rows searched at a time (each is copied once per symmetry).
+
+        X is read into memory (memory maps too), with a copy of its rows seen through their
+        symmetries. Sets ``history_`` (per search: objective, the fraction of rows whose
+        symmetry changed, rows per symmetry, seconds) and ``objective_``: the mean over rows
+        of the best pair's log-density, log(1/|G|) + log pi_p + log N(g x | p).
+        """
+        from ._symmetric_em import fit_symmetrized
+        block_rows = check_int(block_rows, "block_rows", minimum=1)
+        self.history_ = fit_symmetrized(self, X, n_rounds, search, tol, final_search,
+                                        random_state, block_rows)
+        self.objective_ = self.history_[-1]["objective"]
+        return self
 
     @property
     def n_features_in_(self):
@@ -121,6 +166,7 @@ class SymmetrizedModel:
     def score_samples(self, X):
         """log p_G(x) for each row (natural log). X as for DeepGMM.score_samples (an array,
         a memory map or a .npy path, read block by block); each block is scored |G| times."""
+        self._check_network()
         source = RowSource(X, n_features=self.n_features_in_)
         out = np.empty(source.n_rows)
         for lo, hi, block in source.blocks():
@@ -149,6 +195,7 @@ class SymmetrizedModel:
     def save(self, path):
         """Write the network's model file with the symmetries in its header (atomic)."""
         from ._persistence import save_model
+        self._check_network()
         save_model(self.model, path, extra={"symmetries": list(self.symmetries)})
 
     def __repr__(self):

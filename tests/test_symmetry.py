@@ -155,8 +155,8 @@ def test_bad_input_is_refused():
         SymmetrizedModel(model, 3)
     with pytest.raises(TypeError, match="must be a DeepGMM"):
         SymmetrizedModel("net.npz")
-    with pytest.raises(NotFittedError):
-        SymmetrizedModel(DeepGMM((3, 2)))
+    with pytest.raises(NotFittedError):  # an unfitted network waits for fit
+        SymmetrizedModel(DeepGMM((3, 2))).score_samples(np.zeros((3, 8)))
     with pytest.raises(ValueError, match="square patches"):
         SymmetrizedModel(make((2,), 5)[0])
     with pytest.raises(ValueError, match="8"):

@@ -1,0 +1,168 @@
+"""Hard EM with the symmetry layer in place: SymmetrizedModel.fit.
+
+A SymmetrizedModel is a Deep GMM with one more layer nearest the data: |G| fixed nodes (the
+pixel permutations g^-1, each with prior 1/|G|). Its paths are pairs (g, p) with score
+log(1/|G|) + log pi_p + log N(g x | p) (|det g| = 1). Hard EM over them alternates
+
+    E: each row's best pair: for every g the network's best path of g x, the best g;
+    M: the network's nodes refit to the rows seen through their symmetries, g x.
+
+So one round is a search over the symmetries, then one EM iteration of the network itself
+(its own E-step settings: hard, truncated, soft) on those "canonical" rows, warm-started from
+the paths the search found. Unlike averaging a network trained without the layer, the nodes
+then no longer spend themselves on mirrored and turned copies of one another.
+
+The search over g is exact (every path of every g x; what the network's exact E-step costs,
+|G| times) when that pays (``_em.exact_start_pays``), else the network's heuristic, warm-
+started from each (row, g)'s path of the round before: the pair chosen can only improve, so
+the objective never falls.
+"""
+import time
+import warnings
+
+import numpy as np
+
+from . import _estep
+from ._data import RowSource
+from ._em import ConvergenceWarning, exact_start_pays
+from ._network import ravel_paths, unravel_paths
+from ._validation import check_int, check_random_state
+from .symmetry import check_square
+
+SEARCHES = ("exact", "heuristic")
+
+
+class SymmetrySearch:
+    """Each row's best (symmetry, path) under a network's current parameters.
+
+    ``per_symmetry`` holds every (row, g)'s last path (flat path numbers), the warm start of
+    the heuristic's next search; exact searches need none."""
+
+    def __init__(self, symmetries, apply, layers, search, n_rows):
+        self.symmetries = symmetries
+        self.apply = apply  # apply(X, g) -> X seen through g
+        self.layers = tuple(layers)
+        self.search = search
+        self.per_symmetry = None
+        if search == "heuristic":
+            self.per_symmetry = np.full((n_rows, len(symmetries)), -1, dtype=np.int64)
+
+    def run(self, model, X, key, block_rows):
+        """Returns (which (n,) symmetry index, paths (n,) flat, scores (n,) float64 of the
+        best path of the chosen g x) over X's rows, block by block."""
+        table, threads = model._path_table(), model._threads()
+        n = len(X)
+        which = np.zeros(n, dtype=np.intp)
+        paths = np.zeros(n, dtype=np.intp)
+        scores = np.full(n, -np.inf)
+        for lo in range(0, n, block_rows):
+            hi = min(lo + block_rows, n)
+            for k, g in enumerate(self.symmetries):
+                seen = self.apply(X[lo:hi], g)
+                p, s = self._search(table, seen, k, lo, hi, key, threads, model)
+                better = s > scores[lo:hi]  # ties keep the earlier symmetry
+                which[lo:hi][better] = k
+                paths[lo:hi][better] = p[better]
+                scores[lo:hi][better] = s[better]
+        return which, paths, scores
+
+    def _search(self, table, seen, k, lo, hi, key, threads, model):
+        if self.search == "exact":
+            _, p, s = _estep.exact_scores(table, seen, threads, lse=False)
+            return p, np.asarray(s, dtype=np.float64)
+        prev = self.per_symmetry[lo:hi, k]
+        warm = None if np.any(prev < 0) else unravel_paths(prev, self.layers)
+        # each symmetry's restarts drawn apart (row_start offsets the rows' random keys)
+        paths2d, s, _ = _estep.heuristic_estep(
+            table, seen, warm, key + k, threads, model.warm_passes, model.n_restarts,
+            model.restart_passes, row_start=lo)
+        p = ravel_paths(paths2d, self.layers)
+        self.per_symmetry[lo:hi, k] = p
+        return p, np.asarray(s, dtype=np.float64)
+
+    def remember(self, which, paths):
+        """The paths the network's own E-step found for the chosen pairs: the next warm start."""
+        if self.per_symmetry is not None:
+            self.per_symmetry[np.arange(len(which)), which] = paths
+
+
+def canonical_rows(X, which, symmetries, apply):
+    """X's rows each seen through its chosen symmetry (a new array of X's shape and dtype)."""
+    out = np.empty_like(X)
+    for k, g in enumerate(symmetries):
+        rows = np.flatnonzero(which == k)
+        if rows.size:
+            out[rows] = apply(X[rows], g)
+    return out
+
+
+def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, block_rows):
+    """The work of SymmetrizedModel.fit (see there); returns the history (one dict per search)."""
+    model = sym.model
+    n_rounds = check_int(n_rounds, "n_rounds", minimum=1)
+    if search is not None and search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES} or None, got {search!r}")
+    rng = check_random_state(random_state if random_state is not None else model.random_state)
+    tol = model.tol if tol is None else float(tol)
+    n_features = model.n_features_in_ if hasattr(model, "transforms_") else None
+    X = RowSource(X, n_features=n_features, min_samples=2).all_rows()
+    check_square(X.shape[1])
+    if not hasattr(model, "transforms_"):
+        model.fit(X)  # the plain fit initialises the network
+    sym._check_network()
+    layers = tuple(model.weights_.shape)
+    if search is None:
+        search = "exact" if exact_start_pays(layers, model.restart_passes) else "heuristic"
+    searcher = SymmetrySearch(sym.symmetries, sym._apply, layers, search, len(X))
+    last_paths = getattr(model, "_train_paths", None)
+    if (search == "heuristic" and "identity" in sym.symmetries and last_paths is not None
+            and len(last_paths) == len(X)):
+        # the last fit's paths, if on these rows: the identity's warm start
+        searcher.per_symmetry[:, sym.symmetries.index("identity")] = last_paths
+    log_g = np.log(len(sym.symmetries))
+    history, last_which, prev = [], None, None
+    saved = (model.warm_start, model.max_iter, model.random_state)
+    t_start = time.perf_counter()
+    try:
+        model.warm_start, model.max_iter, model.random_state = True, 1, rng
+        for r in range(n_rounds + 1):
+            if r == n_rounds and not final_search:
+                break
+            t0 = time.perf_counter()
+            which, paths, scores = searcher.run(model, X, int(rng.integers(2**62)), block_rows)
+            objective = float(np.mean(scores)) - log_g
+            record = {"round": r, "objective": objective,
+                      "symmetry_changed": (float("nan") if last_which is None
+                                           else float(np.mean(which != last_which))),
+                      "symmetry_counts": np.bincount(which, minlength=len(sym.symmetries)).tolist(),
+                      "search_seconds": time.perf_counter() - t0}
+            last_which = which
+            converged = prev is not None and abs(objective - prev) < tol
+            if r < n_rounds and not converged:
+                t1 = time.perf_counter()
+                with warnings.catch_warnings():  # one iteration per round is the plan
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    model.fit(canonical_rows(X, which, sym.symmetries, sym._apply),
+                              init_paths=unravel_paths(paths, layers), final_estep=False)
+                if model._train_paths is not None:
+                    searcher.remember(which, model._train_paths)
+                record["fit_seconds"] = time.perf_counter() - t1
+                # nodes left (nearly) empty re-seeded by the M-step: the objective may dip
+                record["reseeded"] = model.history_[-1].get("reseeded", 0)
+            history.append(record)
+            if model.verbose:
+                _print_round(record, time.perf_counter() - t_start)
+            if converged:
+                break
+            prev = objective
+    finally:
+        model.warm_start, model.max_iter, model.random_state = saved
+    return history
+
+
+def _print_round(r, elapsed):
+    changed = r["symmetry_changed"]
+    changed = "" if changed != changed else f"  changed {100 * changed:5.2f}%"
+    fit = f"  fit {r['fit_seconds']:7.2f}s" if "fit_seconds" in r else ""
+    print(f"round {r['round']:3d}  objective {r['objective']:12.5f}{changed}"
+          f"  search {r['search_seconds']:7.2f}s{fit}  elapsed {elapsed:8.1f}s", flush=True)
