@@ -5,7 +5,8 @@ Format version 1 holds:
   path_prior, hyperparameters), transforms_<j>, biases_<j> for j = 0..k-1, weights (joint prior),
   layer_weights_<j> (factorized prior only), and optionally fit state (history JSON).
 A "symmetries" list in meta (SymmetrizedModel.save) makes ``load`` return the network averaged
-over those symmetries of the square (dgmmcore.symmetry).
+over those symmetries of the square (dgmmcore.symmetry); "symmetric_history" then holds the
+rounds of SymmetrizedModel.fit, when the network was trained with them in place.
 """
 import json
 import os
@@ -164,7 +165,12 @@ def load_model(path):
     if "symmetries" in meta:  # written by SymmetrizedModel.save
         from .symmetry import SymmetrizedModel
         try:
-            return SymmetrizedModel(model, meta["symmetries"])
+            symmetric = SymmetrizedModel(model, meta["symmetries"])
         except (TypeError, ValueError) as exc:
             _fail(path, f"invalid symmetries ({exc})")
+        history = meta.get("symmetric_history")
+        if isinstance(history, list) and history:  # SymmetrizedModel.fit's rounds
+            symmetric.history_ = history
+            symmetric.objective_ = history[-1].get("objective")
+        return symmetric
     return model

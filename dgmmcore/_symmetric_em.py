@@ -121,10 +121,11 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
         searcher.per_symmetry[:, sym.symmetries.index("identity")] = last_paths
     log_g = np.log(len(sym.symmetries))
     history, last_which, prev = [], None, None
-    saved = (model.warm_start, model.max_iter, model.random_state)
+    saved = (model.warm_start, model.max_iter, model.random_state, model.verbose)
     t_start = time.perf_counter()
     try:
-        model.warm_start, model.max_iter, model.random_state = True, 1, rng
+        # one network iteration per round, its line folded into the round's
+        model.warm_start, model.max_iter, model.random_state, model.verbose = True, 1, rng, 0
         for r in range(n_rounds + 1):
             if r == n_rounds and not final_search:
                 break
@@ -150,19 +151,21 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
                 # nodes left (nearly) empty re-seeded by the M-step: the objective may dip
                 record["reseeded"] = model.history_[-1].get("reseeded", 0)
             history.append(record)
-            if model.verbose:
-                _print_round(record, time.perf_counter() - t_start)
+            if saved[3]:
+                _print_round(record, time.perf_counter() - t_start, n_rounds)
             if converged:
                 break
             prev = objective
     finally:
-        model.warm_start, model.max_iter, model.random_state = saved
+        model.warm_start, model.max_iter, model.random_state, model.verbose = saved
     return history
 
 
-def _print_round(r, elapsed):
+def _print_round(r, elapsed, n_rounds):
     changed = r["symmetry_changed"]
     changed = "" if changed != changed else f"  changed {100 * changed:5.2f}%"
     fit = f"  fit {r['fit_seconds']:7.2f}s" if "fit_seconds" in r else ""
+    left = n_rounds - r["round"] - 1  # rounds still to go, the final search aside
+    eta = f"  ETA {elapsed / (r['round'] + 1) * left:8.1f}s" if left > 0 else ""
     print(f"round {r['round']:3d}  objective {r['objective']:12.5f}{changed}"
-          f"  search {r['search_seconds']:7.2f}s{fit}  elapsed {elapsed:8.1f}s", flush=True)
+          f"  search {r['search_seconds']:7.2f}s{fit}{eta}", flush=True)

@@ -196,7 +196,10 @@ class SymmetrizedModel:
         """Write the network's model file with the symmetries in its header (atomic)."""
         from ._persistence import save_model
         self._check_network()
-        save_model(self.model, path, extra={"symmetries": list(self.symmetries)})
+        extra = {"symmetries": list(self.symmetries)}
+        if getattr(self, "history_", None) is not None:  # trained with the layer in place
+            extra["symmetric_history"] = self.history_
+        save_model(self.model, path, extra=extra)
 
     def __repr__(self):
         return f"SymmetrizedModel({self.model!r}, symmetries={list(self.symmetries)})"

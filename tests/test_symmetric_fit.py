@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dgmmcore import ConvergenceWarning, DeepGMM, NotFittedError, SymmetrizedModel
+from dgmmcore import load as dgmmcore_load
 from dgmmcore._symmetric_em import SymmetrySearch
 from dgmmcore.symmetry import SQUARE_SYMMETRIES
 from _reference import component_logpdf, random_params
@@ -148,16 +149,55 @@ def test_deterministic_for_a_random_state_and_close_across_thread_counts():
 
 
 def test_save_load_after_fit(tmp_path):
-    import dgmmcore
     X = symmetric_data(2000, 14)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         sym = SymmetrizedModel(DeepGMM((3, 2), max_iter=3, random_state=0, n_threads=1),
                                ("identity", "lr")).fit(X, n_rounds=2)
     sym.save(tmp_path / "m.npz")
-    back = dgmmcore.load(tmp_path / "m.npz")
+    back = dgmmcore_load(tmp_path / "m.npz")
     assert isinstance(back, SymmetrizedModel) and back.symmetries == ("identity", "lr")
     np.testing.assert_allclose(back.score_samples(X[:50]), sym.score_samples(X[:50]), rtol=1e-12)
+    # the rounds travel with the file
+    assert [r["objective"] for r in back.history_] == [r["objective"] for r in sym.history_]
+    assert back.objective_ == sym.objective_
+
+
+def test_the_command_line_trains_with_the_layer_and_goes_on(tmp_path, capsys):
+    from dgmmcore.cli import _split_rows, main as dgmm
+    X = symmetric_data(3000, 15)
+    np.save(tmp_path / "rows.npy", X)
+    common = ["--data", str(tmp_path / "rows.npy"), "--threads", "1", "--seed", "3"]
+    assert dgmm(["fit", "--layers", "3,2", "--iters", "4", "--symmetric-rounds", "3",
+                 "--symmetries", "identity,lr,rot90", "--out", str(tmp_path / "s.npz")]
+                + common) == 0
+    out = capsys.readouterr().out
+    # the same run through the library: the command's split, network and seed
+    train, test = _split_rows(X, 0.1, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        net = DeepGMM((3, 2), max_iter=4, random_state=3, n_threads=1).fit(train)
+        ref = SymmetrizedModel(net, ("identity", "lr", "rot90")).fit(
+            train, n_rounds=3, random_state=3)
+    assert f"held-out log-likelihood {ref.score(test):.3f} nats" in out
+    assert "round   2  objective" in out and "ETA" in out
+    got = dgmmcore_load(tmp_path / "s.npz")
+    assert got.symmetries == ("identity", "lr", "rot90")
+    np.testing.assert_allclose(got.score_samples(test), ref.score_samples(test), rtol=1e-9)
+    assert dgmm(["info", str(tmp_path / "s.npz")]) == 0
+    assert "trained with the symmetry layer in place: 3 rounds" in capsys.readouterr().out
+    # a symmetric model goes on with more rounds only
+    assert dgmm(["fit", "--resume", str(tmp_path / "s.npz"), "--symmetric-rounds", "1",
+                 "--out", str(tmp_path / "s2.npz")] + common) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref.fit(train, n_rounds=1, random_state=3)
+    np.testing.assert_allclose(dgmmcore_load(tmp_path / "s2.npz").score_samples(test),
+                               ref.score_samples(test), rtol=1e-9)
+    capsys.readouterr()
+    assert dgmm(["fit", "--resume", str(tmp_path / "s.npz"), "--out",
+                 str(tmp_path / "s3.npz")] + common) == 2
+    assert "continue it with --symmetric-rounds" in capsys.readouterr().err
 
 
 def test_bad_input_is_refused():
