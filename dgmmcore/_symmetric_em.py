@@ -38,11 +38,15 @@ class SymmetrySearch:
     ``per_symmetry`` holds every (row, g)'s last path (flat path numbers), the warm start of
     the heuristic's next search; exact searches need none."""
 
-    def __init__(self, symmetries, apply, layers, search, n_rows):
+    def __init__(self, symmetries, apply, layers, search, n_rows, cold_restarts=None):
         self.symmetries = symmetries
         self.apply = apply  # apply(X, g) -> X seen through g
         self.layers = tuple(layers)
         self.search = search
+        self.n_rows = n_rows
+        # random restarts for a block of (row, g) pairs without a path yet (None: the
+        # network's own); later rounds start warm and use the network's
+        self.cold_restarts = cold_restarts
         self.per_symmetry = None
         if search == "heuristic":
             self.per_symmetry = np.full((n_rows, len(symmetries)), -1, dtype=np.int64)
@@ -72,13 +76,21 @@ class SymmetrySearch:
             return p, np.asarray(s, dtype=np.float64)
         prev = self.per_symmetry[lo:hi, k]
         warm = None if np.any(prev < 0) else unravel_paths(prev, self.layers)
+        restarts = model.n_restarts
+        if warm is None and self.cold_restarts is not None:
+            restarts = self.cold_restarts
         # each symmetry's restarts drawn apart (row_start offsets the rows' random keys)
         paths2d, s, _ = _estep.heuristic_estep(
-            table, seen, warm, key + k, threads, model.warm_passes, model.n_restarts,
+            table, seen, warm, key + k, threads, model.warm_passes, restarts,
             model.restart_passes, row_start=lo)
         p = ravel_paths(paths2d, self.layers)
         self.per_symmetry[lo:hi, k] = p
         return p, np.asarray(s, dtype=np.float64)
+
+    def fits(self, symmetries, layers, search, n_rows):
+        """Whether this search state can warm-start a fit with these settings."""
+        return (self.symmetries == symmetries and self.layers == tuple(layers)
+                and self.search == search and self.n_rows == n_rows)
 
     def remember(self, which, paths):
         """The paths the network's own E-step found for the chosen pairs: the next warm start."""
@@ -96,8 +108,11 @@ def canonical_rows(X, which, symmetries, apply):
     return out
 
 
-def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, block_rows):
-    """The work of SymmetrizedModel.fit (see there); returns the history (one dict per search)."""
+def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, block_rows,
+                    cold_restarts=None):
+    """The work of SymmetrizedModel.fit (see there); returns the history (one dict per search).
+    The heuristic's search state stays on ``sym`` (``_search_state``): a later fit on as many
+    rows starts every (row, g) pair warm from it, as DeepGMM's warm start does its paths."""
     model = sym.model
     n_rounds = check_int(n_rounds, "n_rounds", minimum=1)
     if search is not None and search not in SEARCHES:
@@ -113,12 +128,16 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
     layers = tuple(model.weights_.shape)
     if search is None:
         search = "exact" if exact_start_pays(layers, model.restart_passes) else "heuristic"
-    searcher = SymmetrySearch(sym.symmetries, sym._apply, layers, search, len(X))
-    last_paths = getattr(model, "_train_paths", None)
-    if (search == "heuristic" and "identity" in sym.symmetries and last_paths is not None
-            and len(last_paths) == len(X)):
-        # the last fit's paths, if on these rows: the identity's warm start
-        searcher.per_symmetry[:, sym.symmetries.index("identity")] = last_paths
+    searcher = getattr(sym, "_search_state", None)
+    if searcher is None or not searcher.fits(sym.symmetries, layers, search, len(X)):
+        searcher = SymmetrySearch(sym.symmetries, sym._apply, layers, search, len(X))
+        last_paths = getattr(model, "_train_paths", None)
+        if (search == "heuristic" and "identity" in sym.symmetries and last_paths is not None
+                and len(last_paths) == len(X)):
+            # the last fit's paths, if on these rows: the identity's warm start
+            searcher.per_symmetry[:, sym.symmetries.index("identity")] = last_paths
+    searcher.cold_restarts = cold_restarts
+    sym._search_state = searcher
     log_g = np.log(len(sym.symmetries))
     history, last_which, prev = [], None, None
     saved = (model.warm_start, model.max_iter, model.random_state, model.verbose)

@@ -73,6 +73,44 @@ def test_the_heuristic_search_keeps_warm_pairs_and_scores_what_it_chooses():
     np.testing.assert_allclose(score, ref_score, rtol=1e-10)
 
 
+def test_cold_pairs_get_their_own_restarts_and_later_fits_go_on_warm():
+    from dgmmcore import _estep
+    model, _ = network(seed=5, layers=(6, 3))
+    X = rows(model, 400, 4)
+    sym = SymmetrizedModel(model, ("identity", "ud"))
+    search = SymmetrySearch(sym.symmetries, sym._apply, (6, 3), "heuristic", len(X),
+                            cold_restarts=3)
+    which, path, score = search.run(model, X, key=9, block_rows=400)
+    # reference: the network's heuristic E-step from 3 random restarts on each g x
+    table = model._path_table()
+    each = [_estep.heuristic_estep(table, np.ascontiguousarray(by_hand(X, g, SIDE)), None,
+                                   9 + k, 1, model.warm_passes, 3, model.restart_passes)[:2]
+            for k, g in enumerate(sym.symmetries)]
+    best = np.argmax([s for _, s in each], axis=0)
+    np.testing.assert_array_equal(which, best)
+    ref_paths = np.stack([np.ravel_multi_index(p.T, (6, 3)) for p, _ in each])
+    np.testing.assert_array_equal(path, ref_paths[best, np.arange(len(X))])
+    # two fits of one round each are one fit of two rounds: the (row, g) paths carry over
+    data = symmetric_data(2000, 16)
+    kwargs = dict(search="heuristic", final_search=False, cold_restarts=2)
+
+    def start():
+        net = DeepGMM((4, 2), max_iter=3, random_state=0, n_threads=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            net.fit(data)
+        return SymmetrizedModel(net)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        once = start().fit(data, n_rounds=2, random_state=np.random.default_rng(1), **kwargs)
+        twice, rng = start(), np.random.default_rng(1)
+        twice.fit(data, n_rounds=1, random_state=rng, **kwargs)
+        twice.fit(data, n_rounds=1, random_state=rng, **kwargs)
+    for a, b in zip(once.model.transforms_, twice.model.transforms_):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_round_is_one_network_iteration_on_the_rows_turned_to_their_best_symmetry():
     model, params = network(seed=4)
     X = rows(model, 500, 3)
@@ -212,6 +250,8 @@ def test_bad_input_is_refused():
         sym.fit(X, search="greedy")
     with pytest.raises(ValueError, match="block_rows"):
         sym.fit(X, block_rows=0)
+    with pytest.raises(ValueError, match="cold_restarts"):
+        sym.fit(X, cold_restarts=-1)
     with pytest.raises(ValueError, match="8"):
         sym.fit(np.zeros((10, 5)))  # the network's 8 features
     with pytest.raises(ValueError, match="NaN|finite"):
