@@ -47,6 +47,7 @@ class SymmetrySearch:
         # random restarts for a block of (row, g) pairs without a path yet (None: the
         # network's own); later rounds start warm and use the network's
         self.cold_restarts = cold_restarts
+        self.last_which = None  # each row's symmetry at the last search
         self.per_symmetry = None
         if search == "heuristic":
             self.per_symmetry = np.full((n_rows, len(symmetries)), -1, dtype=np.int64)
@@ -139,7 +140,7 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
     searcher.cold_restarts = cold_restarts
     sym._search_state = searcher
     log_g = np.log(len(sym.symmetries))
-    history, last_which, prev = [], None, None
+    history, prev = [], None
     saved = (model.warm_start, model.max_iter, model.random_state, model.verbose)
     t_start = time.perf_counter()
     try:
@@ -152,11 +153,11 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
             which, paths, scores = searcher.run(model, X, int(rng.integers(2**62)), block_rows)
             objective = float(np.mean(scores)) - log_g
             record = {"round": r, "objective": objective,
-                      "symmetry_changed": (float("nan") if last_which is None
-                                           else float(np.mean(which != last_which))),
+                      "symmetry_changed": (float("nan") if searcher.last_which is None
+                                           else float(np.mean(which != searcher.last_which))),
                       "symmetry_counts": np.bincount(which, minlength=len(sym.symmetries)).tolist(),
                       "search_seconds": time.perf_counter() - t0}
-            last_which = which
+            searcher.last_which = which
             converged = prev is not None and abs(objective - prev) < tol
             if r < n_rounds and not converged:
                 t1 = time.perf_counter()

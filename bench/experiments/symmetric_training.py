@@ -16,8 +16,17 @@ symmetric - averaged on the same patches.
     python bench/experiments/symmetric_training.py --models 100 100,5,5 --train 200000 \\
         --iters 30 --rounds 20 --test 250000 --reg-covar 1e-8 --float32 --threads 2
 
+With ``--start FILE`` (a published network, e.g. bench/models/bsds300-600x5x5-16m.npz) the
+rounds go on from that network instead, on --train fresh patches, against the network as it
+is averaged over the symmetries; the heuristic search (--cold-restarts for each (row,
+symmetry) pair's first search, --restarts after) keeps big networks affordable. The
+symmetric network is saved under --work after every round.
+
+    python bench/experiments/symmetric_training.py --start bench/models/NET.npz \\
+        --train 2000000 --rounds 6 --cold-restarts 3 --restarts 0 --float32 --threads 2
+
 Writes bench/results/bsds300-symmetric-training.json (rows merged by layers, patches,
-iterations, rounds, reg_covar and dtype).
+iterations, rounds, reg_covar, dtype and start file).
 """
 import argparse
 import copy
@@ -40,6 +49,80 @@ def scores(model, valid, test):
 def record(row, name, seen):
     for split, s in zip(("valid", "test"), seen):
         row[f"{name}_{split}_loglik"], row[f"{name}_{split}_stderr"] = bsds300.mean_and_stderr(s)
+
+
+def row_key(r):
+    return (tuple(r["layers"]), r["train_patches"], r["em_iterations"], r["rounds"],
+            r["reg_covar"], r["train_dtype"], r.get("start_file"))
+
+
+def save_rows(rows):
+    old = bsds300.read_json(RESULT).get("rows", [])
+    bsds300.write_json(RESULT, {"machine": bsds300.machine(),
+                                "rows": bsds300.merge_rows(old, rows, row_key)})
+
+
+def symmetric_history(symmetric, history):
+    return {"symmetric_objective": [r["objective"] for r in history],
+            # the fraction of rows whose symmetry changed since the search before (None: first)
+            "symmetric_changed": [None if r["symmetry_changed"] != r["symmetry_changed"]
+                                  else r["symmetry_changed"] for r in history],
+            "symmetric_counts": history[-1]["symmetry_counts"],
+            "symmetric_search_seconds": [r["search_seconds"] for r in history],
+            "symmetric_round_seconds": [r.get("fit_seconds") for r in history]}
+
+
+def from_start(args):
+    """--rounds with the symmetry layer from a published network, on --train patches."""
+    import numpy as np
+    from dgmmcore import SymmetrizedModel, load
+    network = load(args.start)
+    if isinstance(network, SymmetrizedModel):
+        raise SystemExit(f"--start {args.start}: give the plain network, not a symmetrized one")
+    train = bsds300.load_train(args, args.train)
+    valid = bsds300.load_data(args, "validation", min(args.test, 50_000))
+    test = bsds300.load_data(args, "test", args.test)
+    network.n_threads, network.verbose = args.threads, 0
+    if args.restarts is not None:
+        network.n_restarts = args.restarts
+    symmetric = SymmetrizedModel(network)
+    t0 = time.perf_counter()
+    averaged = scores(symmetric, valid, test)  # the start, averaged over the 8
+    print(f"{args.start} averaged: validation {averaged[0].mean():.3f}, test "
+          f"{averaged[1].mean():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    stem = os.path.splitext(os.path.basename(args.start))[0]
+    out = os.path.join(args.work, f"{stem}-symmetric-n{len(train)}-s{args.seed}.model.npz")
+    os.makedirs(args.work, exist_ok=True)
+    rng, history, t0 = np.random.default_rng(args.seed), [], time.perf_counter()
+    for r in range(args.rounds):  # one fit per round: the search state carries over
+        symmetric.fit(train, n_rounds=1, search="heuristic", cold_restarts=args.cold_restarts,
+                      final_search=False, random_state=rng)
+        this_round = dict(symmetric.history_[0], round=r)
+        history.append(this_round)
+        symmetric.history_ = history
+        symmetric.save(out)
+        print(f"round {r}: objective {this_round['objective']:.4f}, symmetry changed "
+              f"{this_round['symmetry_changed']:.4f}, search {this_round['search_seconds']:.0f}"
+              f" s, iteration {this_round['fit_seconds']:.0f} s; saved {out}", flush=True)
+    seconds = time.perf_counter() - t0
+    trained = scores(symmetric, valid, test)
+    row = {"layers": list(network.layers), "start_file": os.path.basename(args.start),
+           "train_patches": len(train), "test_patches": len(test), "valid_patches": len(valid),
+           "em_iterations": None, "rounds": args.rounds, "reg_covar": network.reg_covar,
+           "train_dtype": train.dtype.name, "cold_restarts": args.cold_restarts,
+           "restarts": network.n_restarts, "symmetric_seconds": seconds,
+           "threads": args.threads}
+    record(row, "averaged", averaged)
+    record(row, "symmetric", trained)
+    row.update(symmetric_history(symmetric, history))
+    for split, a, b in zip(("valid", "test"), trained, averaged):
+        row[f"gain_{split}"], row[f"gain_{split}_stderr"] = bsds300.mean_and_stderr(a - b)
+    print(f"{args.start} with the symmetry layer, {args.rounds} rounds on {len(train)} patches: "
+          f"test {row['symmetric_test_loglik']:.3f} +- {row['symmetric_test_stderr']:.3f} "
+          f"(against averaged {row['gain_test']:+.3f} +- {row['gain_test_stderr']:.3f}), "
+          f"validation {row['symmetric_valid_loglik']:.3f} ({row['gain_valid']:+.3f})",
+          flush=True)
+    save_rows([row])
 
 
 def run(args):
@@ -76,11 +159,7 @@ def run(args):
             warnings.simplefilter("ignore")
             symmetric.fit(train, n_rounds=args.rounds, tol=0.0, random_state=args.seed)
         row["symmetric_seconds"] = time.perf_counter() - t0
-        row["symmetric_objective"] = [r["objective"] for r in symmetric.history_]
-        # the fraction of rows whose symmetry changed since the search before (None: first)
-        row["symmetric_changed"] = [None if r["symmetry_changed"] != r["symmetry_changed"]
-                                    else r["symmetry_changed"] for r in symmetric.history_]
-        row["symmetric_counts"] = symmetric.history_[-1]["symmetry_counts"]
+        row.update(symmetric_history(symmetric, symmetric.history_))
         trained = scores(symmetric, valid, test)
         record(row, "symmetric", trained)
         for split, a, b in zip(("valid", "test"), trained, averaged):
@@ -93,11 +172,7 @@ def run(args):
               f"{row['averaged_test_loglik']:.3f}, symmetric {row['symmetric_test_loglik']:.3f} "
               f"(gain {row['gain_test']:+.3f} +- {row['gain_test_stderr']:.3f}; validation "
               f"{row['gain_valid']:+.3f})", flush=True)
-        old = bsds300.read_json(RESULT).get("rows", [])
-        key = lambda r: (tuple(r["layers"]), r["train_patches"], r["em_iterations"],  # noqa
-                         r["rounds"], r["reg_covar"], r["train_dtype"])
-        bsds300.write_json(RESULT, {"machine": bsds300.machine(),
-                                    "rows": bsds300.merge_rows(old, rows, key)})
+        save_rows(rows)
 
 
 def main(argv=None):
@@ -117,7 +192,14 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=os.path.join(HERE, "..", "out"))
     p.add_argument("--save", action="store_true", help="keep the symmetric model under --work")
-    run(p.parse_args(argv))
+    p.add_argument("--start", metavar="FILE", help="go on from this published network")
+    p.add_argument("--cold-restarts", type=int, default=3,
+                   help="with --start: restarts of each (row, symmetry) pair's first search")
+    p.add_argument("--restarts", type=int, default=None,
+                   help="with --start: the network's restarts in later searches and its "
+                        "iterations (default: its own)")
+    args = p.parse_args(argv)
+    from_start(args) if args.start else run(args)
 
 
 if __name__ == "__main__":
