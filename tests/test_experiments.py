@@ -644,3 +644,66 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     last = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
     assert (last["train_patches"], last["added_fresh_patches"],
             last["added_validation_image_patches"]) == (2300, [600, 300], 200)
+
+
+@pytest.fixture
+def symmetric_script(bsds300_script, monkeypatch):
+    return importlib.import_module("symmetric_training")  # writes through bsds300's RESULTS
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_symmetric_training_against_averaging_matches_the_library(tmp_path, symmetric_script):
+    import copy
+    from dgmmcore import SymmetrizedModel
+    symmetric_script.main(["--root", str(BSDS), "--models", "3,2", "--train", "1500",
+                           "--test", "300", "--iters", "3", "--rounds", "2", "--threads", "1",
+                           "--work", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "bsds300-symmetric-training.json").read_text())["rows"]
+    train = load_bsds300(BSDS, "train", n_patches=1500, random_state=0)
+    valid = load_bsds300(BSDS, "validation", n_patches=300, random_state=0)
+    test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
+    plain = DeepGMM((3, 2), max_iter=3, random_state=0, n_threads=1).fit(train)
+    continued = copy.deepcopy(plain)
+    continued.warm_start, continued.max_iter = True, 2
+    averaged = SymmetrizedModel(continued.fit(train))
+    symmetric = SymmetrizedModel(copy.deepcopy(plain)).fit(train, n_rounds=2, tol=0.0,
+                                                            random_state=0)
+    for name, model in (("plain", plain), ("averaged", averaged), ("symmetric", symmetric)):
+        assert row[f"{name}_test_loglik"] == pytest.approx(model.score(test), rel=1e-9)
+        assert row[f"{name}_valid_loglik"] == pytest.approx(model.score(valid), rel=1e-9)
+    gain = symmetric.score_samples(test) - averaged.score_samples(test)
+    assert row["gain_test"] == pytest.approx(gain.mean(), rel=1e-6, abs=1e-9)
+    assert row["gain_test_stderr"] == pytest.approx(gain.std(ddof=1) / np.sqrt(300), rel=1e-6)
+    assert row["symmetric_objective"] == pytest.approx([r["objective"]
+                                                        for r in symmetric.history_])
+    assert row["symmetric_changed"][0] is None and row["rounds"] == 2
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_symmetric_training_from_a_published_network(tmp_path, symmetric_script):
+    from dgmmcore import SymmetrizedModel
+    train = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
+    DeepGMM((4, 2), max_iter=2, random_state=1, n_threads=1).fit(train).save(
+        str(tmp_path / "net.npz"))
+    symmetric_script.main(["--root", str(BSDS), "--start", str(tmp_path / "net.npz"),
+                           "--train", "1200", "--test", "300", "--rounds", "2",
+                           "--cold-restarts", "2", "--restarts", "0", "--threads", "1",
+                           "--work", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "bsds300-symmetric-training.json").read_text())["rows"]
+    test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
+    network = dgmmcore.load(str(tmp_path / "net.npz"))
+    network.n_restarts = 0
+    symmetric = SymmetrizedModel(network)
+    before = symmetric.score_samples(test)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        symmetric.fit(train, n_rounds=1, search="heuristic", cold_restarts=2,
+                      final_search=False, random_state=rng)
+    after = symmetric.score_samples(test)
+    assert row["averaged_test_loglik"] == pytest.approx(before.mean(), rel=1e-9)
+    assert row["symmetric_test_loglik"] == pytest.approx(after.mean(), rel=1e-9)
+    assert row["gain_test"] == pytest.approx((after - before).mean(), rel=1e-6, abs=1e-9)
+    assert row["start_file"] == "net.npz" and row["cold_restarts"] == 2
+    saved = dgmmcore.load(str(tmp_path / "net-symmetric-n1200-s0.model.npz"))
+    np.testing.assert_allclose(saved.score_samples(test), after, rtol=1e-9)
+    assert len(saved.history_) == 2 and saved.history_[1]["round"] == 1
