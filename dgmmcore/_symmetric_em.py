@@ -15,7 +15,8 @@ then no longer spend themselves on mirrored and turned copies of one another.
 The search over g is exact (every path of every g x; what the network's exact E-step costs,
 |G| times) when that pays (``_em.exact_start_pays``), else the network's heuristic, warm-
 started from each (row, g)'s path of the round before: the pair chosen can only improve, so
-the objective never falls.
+the objective does not fall, but where the M-step re-seeds a node that the turned rows left
+(nearly) empty: a node that only held mirrored copies of another's rows is freed that way.
 """
 import time
 import warnings
