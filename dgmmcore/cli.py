@@ -397,7 +397,7 @@ def build_parser():
     f.add_argument("--symmetric-rounds", type=_positive, default=None, metavar="R",
                    help="then R rounds of hard EM with a layer of symmetries of the square in "
                         "place (each row's best mirror/turn and path); writes a symmetrized "
-                        "model. On BSDS300 1 nat above averaging a plain fit (README)")
+                        "model. On BSDS300 0.25-1 nat above averaging a plain fit (README)")
     f.add_argument("--symmetries", type=_symmetries, default="all",
                    help="with --symmetric-rounds: 'all' (the 8 of the square) or names "
                         "(identity,lr,ud,rot90,rot180,rot270,transpose,antitranspose)")
