@@ -15,8 +15,10 @@ then no longer spend themselves on mirrored and turned copies of one another.
 The search over g is exact (every path of every g x; what the network's exact E-step costs,
 |G| times) when that pays (``_em.exact_start_pays``), else the network's heuristic, warm-
 started from each (row, g)'s path of the round before: the pair chosen can only improve, so
-the objective does not fall, but where the M-step re-seeds a node that the turned rows left
-(nearly) empty: a node that only held mirrored copies of another's rows is freed that way.
+with a hard-EM network the objective does not fall, but where the M-step re-seeds a node that
+the turned rows left (nearly) empty (a node that only held mirrored copies of another's rows
+is freed that way). A network with truncated or soft E-steps refits to its posteriors, not to
+the best pairs, and the objective may fall (README, BSDS300 footnote 28).
 """
 import time
 import warnings
