@@ -30,7 +30,7 @@ from ._data import RowSource
 from ._em import ConvergenceWarning, exact_start_pays
 from ._network import ravel_paths, unravel_paths
 from ._validation import check_int, check_random_state
-from .symmetry import check_square
+from .symmetry import apply_symmetry, check_square
 
 SEARCHES = ("exact", "heuristic")
 
@@ -41,9 +41,8 @@ class SymmetrySearch:
     ``per_symmetry`` holds every (row, g)'s last path (flat path numbers), the warm start of
     the heuristic's next search; exact searches need none."""
 
-    def __init__(self, symmetries, apply, layers, search, n_rows, cold_restarts=None):
+    def __init__(self, symmetries, layers, search, n_rows, cold_restarts=None):
         self.symmetries = symmetries
-        self.apply = apply  # apply(X, g) -> X seen through g
         self.layers = tuple(layers)
         self.search = search
         self.n_rows = n_rows
@@ -66,7 +65,7 @@ class SymmetrySearch:
         for lo in range(0, n, block_rows):
             hi = min(lo + block_rows, n)
             for k, g in enumerate(self.symmetries):
-                seen = self.apply(X[lo:hi], g)
+                seen = apply_symmetry(X[lo:hi], g)
                 p, s = self._search(table, seen, k, lo, hi, key, threads, model)
                 better = s > scores[lo:hi]  # ties keep the earlier symmetry
                 which[lo:hi][better] = k
@@ -102,13 +101,13 @@ class SymmetrySearch:
             self.per_symmetry[np.arange(len(which)), which] = paths
 
 
-def canonical_rows(X, which, symmetries, apply):
+def canonical_rows(X, which, symmetries):
     """X's rows each seen through its chosen symmetry (a new array of X's shape and dtype)."""
     out = np.empty_like(X)
     for k, g in enumerate(symmetries):
         rows = np.flatnonzero(which == k)
         if rows.size:
-            out[rows] = apply(X[rows], g)
+            out[rows] = apply_symmetry(X[rows], g)
     return out
 
 
@@ -134,7 +133,7 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
         search = "exact" if exact_start_pays(layers, model.restart_passes) else "heuristic"
     searcher = getattr(sym, "_search_state", None)
     if searcher is None or not searcher.fits(sym.symmetries, layers, search, len(X)):
-        searcher = SymmetrySearch(sym.symmetries, sym._apply, layers, search, len(X))
+        searcher = SymmetrySearch(sym.symmetries, layers, search, len(X))
         last_paths = getattr(model, "_train_paths", None)
         if (search == "heuristic" and "identity" in sym.symmetries and last_paths is not None
                 and len(last_paths) == len(X)):
@@ -166,7 +165,7 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
                 t1 = time.perf_counter()
                 with warnings.catch_warnings():  # one iteration per round is the plan
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    model.fit(canonical_rows(X, which, sym.symmetries, sym._apply),
+                    model.fit(canonical_rows(X, which, sym.symmetries),
                               init_paths=unravel_paths(paths, layers), final_estep=False)
                 if model._train_paths is not None:
                     searcher.remember(which, model._train_paths)
@@ -182,6 +181,11 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
     finally:
         model.warm_start, model.max_iter, model.random_state, model.verbose = saved
     return history
+
+
+def completed_rounds(history):
+    """Rounds of a fit's history that refitted the network (a final search does not)."""
+    return sum(1 for r in history if "fit_seconds" in r)
 
 
 def _print_round(r, elapsed, n_rounds):

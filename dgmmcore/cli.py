@@ -148,8 +148,8 @@ def cmd_fit(args):
               f"{args.symmetric_rounds} rounds", flush=True)
         t1 = time.perf_counter()
         symmetric.fit(train, n_rounds=args.symmetric_rounds, random_state=args.seed)
-        done = sum(1 for r in symmetric.history_ if "fit_seconds" in r)
-        print(f"symmetric fit: {done} rounds in "
+        from ._symmetric_em import completed_rounds
+        print(f"symmetric fit: {completed_rounds(symmetric.history_)} rounds in "
               f"{time.perf_counter() - t1:.1f} s; held-out log-likelihood "
               f"{symmetric.score(test):.3f} nats")
         model = symmetric
@@ -263,9 +263,10 @@ def cmd_info(args):
               f"{', '.join(model.symmetries)} ({model.n_paths_} paths)")
         rounds = meta.get("symmetric_history")
         if rounds:
-            done = sum(1 for r in rounds if "fit_seconds" in r)
-            print(f"trained with the symmetry layer in place: {done} rounds, "
-                  f"objective {rounds[-1]['objective']:.4f} (the network's last round below)")
+            from ._symmetric_em import completed_rounds
+            print(f"trained with the symmetry layer in place: {completed_rounds(rounds)} "
+                  f"rounds, objective {rounds[-1]['objective']:.4f} (the network's last "
+                  f"round below)")
     print(f"hyperparameters: {meta['hyperparameters']}")
     if meta.get("history"):
         last = meta["history"][-1]

@@ -99,10 +99,6 @@ class SymmetrizedModel:
         self.model._check_fitted()
         check_square(self.model.n_features_in_)
 
-    @staticmethod
-    def _apply(X, kind):
-        return apply_symmetry(X, kind)
-
     def fit(self, X, n_rounds=10, *, search=None, cold_restarts=None, tol=None,
             final_search=True, random_state=None, block_rows=1 << 16):
         """Train the network with the symmetry layer in place, by hard EM over the pairs

@@ -43,7 +43,7 @@ def test_the_exact_search_finds_each_rows_best_symmetry_and_path(symmetries, dty
     X = rows(model, 300, 1)
     which, path, score = brute_force_pairs(X, params, symmetries)
     sym = SymmetrizedModel(model, symmetries)
-    search = SymmetrySearch(sym.symmetries, sym._apply, LAYERS, "exact", len(X))
+    search = SymmetrySearch(sym.symmetries, LAYERS, "exact", len(X))
     got_which, got_path, got_score = search.run(model, X.astype(dtype), key=0, block_rows=70)
     np.testing.assert_array_equal(got_which, which)
     np.testing.assert_array_equal(got_path, path)
@@ -55,7 +55,7 @@ def test_the_heuristic_search_keeps_warm_pairs_and_scores_what_it_chooses():
     model, params = network(seed=3)
     X = rows(model, 300, 2)
     sym = SymmetrizedModel(model)
-    search = SymmetrySearch(sym.symmetries, sym._apply, LAYERS, "heuristic", len(X))
+    search = SymmetrySearch(sym.symmetries, LAYERS, "heuristic", len(X))
     # from scratch (random restarts): never above the best pair, and the score is the
     # chosen pair's own (brute force over that pair alone)
     which, path, score = search.run(model, X, key=5, block_rows=128)
@@ -78,7 +78,7 @@ def test_cold_pairs_get_their_own_restarts_and_later_fits_go_on_warm():
     model, _ = network(seed=5, layers=(6, 3))
     X = rows(model, 400, 4)
     sym = SymmetrizedModel(model, ("identity", "ud"))
-    search = SymmetrySearch(sym.symmetries, sym._apply, (6, 3), "heuristic", len(X),
+    search = SymmetrySearch(sym.symmetries, (6, 3), "heuristic", len(X),
                             cold_restarts=3)
     which, path, score = search.run(model, X, key=9, block_rows=400)
     # reference: the network's heuristic E-step from 3 random restarts on each g x

@@ -38,6 +38,7 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bsds300  # noqa: E402  (data, table1's cached fits, JSON helpers)
+import continue_network  # noqa: E402  (published files' names)
 
 RESULT = "bsds300-symmetric-training.json"
 
@@ -51,6 +52,12 @@ def record(row, name, seen):
         row[f"{name}_{split}_loglik"], row[f"{name}_{split}_stderr"] = bsds300.mean_and_stderr(s)
 
 
+def record_gain(row, trained, averaged):
+    """The paired difference trained - averaged on the same validation and test patches."""
+    for split, a, b in zip(("valid", "test"), trained, averaged):
+        row[f"gain_{split}"], row[f"gain_{split}_stderr"] = bsds300.mean_and_stderr(a - b)
+
+
 def row_key(r):
     return (tuple(r["layers"]), r["train_patches"], r["em_iterations"], r["rounds"],
             r["reg_covar"], r["train_dtype"], r.get("start_file"))
@@ -62,7 +69,7 @@ def save_rows(rows):
                                 "rows": bsds300.merge_rows(old, rows, row_key)})
 
 
-def symmetric_history(symmetric, history):
+def symmetric_history(history):
     return {"symmetric_objective": [r["objective"] for r in history],
             # the fraction of rows whose symmetry changed since the search before (None: first)
             "symmetric_changed": [None if r["symmetry_changed"] != r["symmetry_changed"]
@@ -90,7 +97,7 @@ def from_start(args):
     averaged = scores(symmetric, valid, test)  # the start, averaged over the 8
     print(f"{args.start} averaged: validation {averaged[0].mean():.3f}, test "
           f"{averaged[1].mean():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    stem = os.path.splitext(os.path.basename(args.start))[0]
+    stem = continue_network.file_stem(args.start)
     out = os.path.join(args.work, f"{stem}-symmetric-n{len(train)}-s{args.seed}.model.npz")
     os.makedirs(args.work, exist_ok=True)
     rng, history, t0 = np.random.default_rng(args.seed), [], time.perf_counter()
@@ -114,9 +121,8 @@ def from_start(args):
            "threads": args.threads}
     record(row, "averaged", averaged)
     record(row, "symmetric", trained)
-    row.update(symmetric_history(symmetric, history))
-    for split, a, b in zip(("valid", "test"), trained, averaged):
-        row[f"gain_{split}"], row[f"gain_{split}_stderr"] = bsds300.mean_and_stderr(a - b)
+    row.update(symmetric_history(history))
+    record_gain(row, trained, averaged)
     print(f"{args.start} with the symmetry layer, {args.rounds} rounds on {len(train)} patches: "
           f"test {row['symmetric_test_loglik']:.3f} +- {row['symmetric_test_stderr']:.3f} "
           f"(against averaged {row['gain_test']:+.3f} +- {row['gain_test_stderr']:.3f}), "
@@ -159,11 +165,10 @@ def run(args):
             warnings.simplefilter("ignore")
             symmetric.fit(train, n_rounds=args.rounds, tol=0.0, random_state=args.seed)
         row["symmetric_seconds"] = time.perf_counter() - t0
-        row.update(symmetric_history(symmetric, symmetric.history_))
+        row.update(symmetric_history(symmetric.history_))
         trained = scores(symmetric, valid, test)
         record(row, "symmetric", trained)
-        for split, a, b in zip(("valid", "test"), trained, averaged):
-            row[f"gain_{split}"], row[f"gain_{split}_stderr"] = bsds300.mean_and_stderr(a - b)
+        record_gain(row, trained, averaged)
         if args.save:
             os.makedirs(args.work, exist_ok=True)
             symmetric.save(os.path.join(args.work, f"{tag}-symmetric{args.rounds}.model.npz"))
