@@ -707,3 +707,44 @@ def test_symmetric_training_from_a_published_network(tmp_path, symmetric_script)
     saved = dgmmcore.load(str(tmp_path / "net-symmetric-n1200-s0.model.npz"))
     np.testing.assert_allclose(saved.score_samples(test), after, rtol=1e-9)
     assert len(saved.history_) == 2 and saved.history_[1]["round"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_symmetric_training_hard_rounds_against_the_network_alone(tmp_path, symmetric_script):
+    import copy
+    from dgmmcore import SymmetrizedModel
+    train = load_bsds300(BSDS, "train", n_patches=1200, random_state=0)
+    DeepGMM((4, 2), max_iter=2, truncation=2, rerank_every=2, random_state=1,
+            n_threads=1).fit(train).save(str(tmp_path / "net.npz"))
+    symmetric_script.main(["--root", str(BSDS), "--start", str(tmp_path / "net.npz"),
+                           "--train", "1200", "--test", "300", "--rounds", "2", "--hard",
+                           "--cold-restarts", "2", "--restarts", "0", "--threads", "1",
+                           "--work", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "bsds300-symmetric-training.json").read_text())["rows"]
+    test = load_bsds300(BSDS, "test", n_patches=300, random_state=0)
+    network = dgmmcore.load(str(tmp_path / "net.npz"))
+    start = SymmetrizedModel(network).score_samples(test)
+    # by hand: hard EM (no truncation, one warm pass), the control over the identity alone
+    network.n_restarts, network.truncation, network.rerank_every = 0, None, 1
+    network.warm_passes = 1
+    trained = {}
+    for name, symmetries in (("alone", ("identity",)), ("symmetric", None)):
+        model = SymmetrizedModel(copy.deepcopy(network), *([symmetries] if symmetries else []))
+        rng = np.random.default_rng(0)
+        for _ in range(2):
+            model.fit(train, n_rounds=1, search="heuristic", cold_restarts=2,
+                      final_search=False, random_state=rng)
+        trained[name] = SymmetrizedModel(model.model).score_samples(test)
+    assert row["hard"] is True
+    assert row["start_averaged_test_loglik"] == pytest.approx(start.mean(), rel=1e-9)
+    assert row["averaged_test_loglik"] == pytest.approx(trained["alone"].mean(), rel=1e-9)
+    assert row["symmetric_test_loglik"] == pytest.approx(trained["symmetric"].mean(), rel=1e-9)
+    gain = trained["symmetric"] - trained["alone"]
+    assert row["gain_test"] == pytest.approx(gain.mean(), rel=1e-6, abs=1e-9)
+    for stem in ("net-hard-alone", "net-hard-symmetric"):
+        saved = dgmmcore.load(str(tmp_path / f"{stem}-n1200-s0.model.npz"))
+        assert saved.model.truncation is None and len(saved.history_) == 2
+    alone = dgmmcore.load(str(tmp_path / "net-hard-alone-n1200-s0.model.npz"))
+    assert list(alone.symmetries) == ["identity"]
+    np.testing.assert_allclose(SymmetrizedModel(alone.model).score_samples(test),
+                               trained["alone"], rtol=1e-9)
