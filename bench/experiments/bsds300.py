@@ -497,6 +497,13 @@ def set_estep(model, args):
         model.warm_passes, model.n_restarts = 0, 0  # the candidates are the search
 
 
+def save_table1_rows(dataset, rows):
+    """Merge Table 1 rows into results/DATASET.json (a row with the same key replaced)."""
+    old_rows = read_json(f"{dataset}.json").get("models", [])
+    write_json(f"{dataset}.json", {"machine": machine(), "published": PUBLISHED,
+                                   "models": merge_rows(old_rows, rows, table1_row_key)})
+
+
 def cmd_table1(args):
     train = load_train(args, args.train)
     valid = load_data(args, "validation", min(args.test, 50_000))
@@ -581,10 +588,7 @@ def cmd_table1(args):
         held_out = "trained on" if vll is None else f"{vll:.3f}"
         print(f"   test {ll:.3f} +- {se:.3f} nats (validation {held_out}), {seconds:.0f} s",
               flush=True)
-        old_rows = read_json(f"{args.dataset}.json").get("models", [])
-        write_json(f"{args.dataset}.json", {"machine": machine(), "published": PUBLISHED,
-                                            "models": merge_rows(old_rows, rows,
-                                                                 table1_row_key)})
+        save_table1_rows(args.dataset, rows)
 
 
 def cmd_gaps(args):

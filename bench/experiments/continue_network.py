@@ -222,10 +222,7 @@ def continue_fit(args):
     held_out = "trained on" if vll is None else f"{vll:.3f}"
     print(f"   {tag}: test {ll:.3f} +- {se:.3f} nats (validation {held_out}), this run "
           f"{seconds:.0f} s", flush=True)
-    old = bsds300.read_json(f"{run.dataset}.json")
-    bsds300.write_json(f"{run.dataset}.json", {
-        "machine": bsds300.machine(), "published": bsds300.PUBLISHED,
-        "models": bsds300.merge_rows(old.get("models", []), [row], bsds300.table1_row_key)})
+    bsds300.save_table1_rows(run.dataset, [row])
     if args.publish:
         recipe = {**recipe, "add_fresh": list(run.add_fresh)}
         if validation:
@@ -304,10 +301,7 @@ def symmetrize(args):
            "symmetry_sets": sets, "fit_seconds": totals["fit_seconds"],
            "score_seconds": seconds, "score_threads": model.n_threads,
            "machine": bsds300.machine()["cpu"]}
-    old = bsds300.read_json(f"{recipe['dataset']}.json")
-    bsds300.write_json(f"{recipe['dataset']}.json", {
-        "machine": bsds300.machine(), "published": bsds300.PUBLISHED,
-        "models": bsds300.merge_rows(old.get("models", []), [row], bsds300.table1_row_key)})
+    bsds300.save_table1_rows(recipe["dataset"], [row])
     if args.out:
         SymmetrizedModel(model, best["symmetries"]).save(args.out)
         print(f"wrote {args.out}")
