@@ -552,6 +552,16 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     assert dgmmcore.load(str(tmp_path / "sym.npz")).symmetries == chosen
     # beside the network's own row, not in its place
     assert json.loads((tmp_path / "bsds300.json").read_text())["models"][0] == first
+    assert row["score_dtype"] == "float64"
+    # scored in float32: what the network gives float32 patches, and close to float64
+    continue_script.main(["symmetrize", "--model", str(net), "--test", "300", "--threads", "1",
+                          "--root", str(BSDS), "--score-float32"])
+    row32 = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
+    assert row32["score_dtype"] == "float32" and tuple(row32["symmetries"]) == chosen
+    assert row32["test_loglik"] == pytest.approx(
+        symmetric.score(test.astype(np.float32)), abs=1e-9)
+    assert row32["test_loglik"] == pytest.approx(row["test_loglik"], abs=1e-3)
+    assert row32["test_loglik"] != row["test_loglik"]  # the float32 scores were used
 
     # continued elsewhere on its 1200 rows and 600 fresh ones (the draws a table1 chain with
     # --add-fresh 600 makes), every row from its exact best path, one truncated iteration

