@@ -32,7 +32,7 @@ rounds of the network alone (the same search over the identity only), averaged a
 The gain is then symmetric - control; the start averaged is kept in the row as well.
 
 Writes bench/results/bsds300-symmetric-training.json (rows merged by layers, patches,
-iterations, rounds, reg_covar, dtype and start file).
+iterations, rounds, reg_covar, dtype, start file and --hard).
 """
 import argparse
 import copy
