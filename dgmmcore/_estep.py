@@ -12,6 +12,17 @@ from ._network import order_by_path, ravel_paths
 CHUNK = _scoring.CHUNK
 _EMPTY_F = np.empty(0)
 _EMPTY_I = np.empty(0, dtype=np.intp)
+# A search for the best of at least PRUNE_MIN_CANDIDATES candidates per row, in at least
+# PRUNE_MIN_FEATURES dimensions, is pruned by a bound on each path's score from the trailing
+# _scoring.TAIL coordinates (see _scoring); with fewer the bound costs more than it saves. The
+# tasks are longer than CHUNK so that the rows a bound leaves in fill the kernel's tiles.
+PRUNE_MIN_CANDIDATES = 64
+PRUNE_MIN_FEATURES = 48
+PRUNE_CHUNK = 1024
+
+
+def _no_tail(dtype):
+    return np.empty((0, 0, 0), dtype=dtype)
 
 
 def split_runs(offsets, chunk=CHUNK):
@@ -33,10 +44,13 @@ def _run(table, X, rows, offsets, cand, n_threads, lse=False, best=False, all_sc
     out_best = np.zeros(n, dtype=np.intp) if best else _EMPTY_I
     out_best_score = np.full(n, np.nan) if best else _EMPTY_F
     out_all = np.full((n, cand.shape[1]), np.nan) if all_scores else np.empty((0, cand.shape[1]))
-    group, start, stop = split_runs(offsets)
     t = table.astype(X.dtype)
-    _scoring.score_groups(X, t.R, t.mean, t.const, rows, group, start, stop,
-                          np.ascontiguousarray(cand, dtype=np.intp),
+    prune = (best and not lse and not all_scores and cand.shape[1] >= PRUNE_MIN_CANDIDATES
+             and X.shape[1] >= PRUNE_MIN_FEATURES)
+    group, start, stop = split_runs(offsets, PRUNE_CHUNK if prune else CHUNK)
+    tail = t.tail_block(_scoring.TAIL) if prune else None
+    _scoring.score_groups(X, t.R, t.mean, t.const, _no_tail(X.dtype) if tail is None else tail,
+                          rows, group, start, stop, np.ascontiguousarray(cand, dtype=np.intp),
                           out_lse, out_best, out_best_score, out_all, n_threads)
     if X.dtype == np.float32:
         _redo_overflows(table, X, rows, offsets, cand, n_threads, out_lse, out_best,
@@ -250,7 +264,8 @@ def candidate_scores(table, X, bases, offsets, n_threads):
     # row i's pair b goes to row i * B + b of the output: (n, B * F) once reshaped
     scores = np.full((n * B, len(offsets)), np.nan)
     t = table.astype(X.dtype)
-    _scoring.score_groups(X, t.R, t.mean, t.const, order // B, group, start, stop,
+    _scoring.score_groups(X, t.R, t.mean, t.const, _no_tail(X.dtype), order // B, group,
+                          start, stop,
                           keys[:, None] + offsets[None, :], _EMPTY_F, _EMPTY_I, _EMPTY_F,
                           scores, n_threads, order)
     return scores.reshape(n, B * len(offsets))

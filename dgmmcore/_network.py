@@ -143,6 +143,17 @@ class PathTable:
     def dtype(self):
         return self.R.dtype
 
+    def tail_block(self, size):
+        """The trailing (size x size) block of every R_p, contiguous in the table's dtype (the
+        scoring kernel's bound for pruning a best-path search), built once per table."""
+        size = min(int(size), self.n_features)
+        cached = self.__dict__.get("_tail")
+        if cached is None or cached.shape[1] != size or cached.dtype != self.dtype:
+            D = self.n_features
+            cached = np.ascontiguousarray(self.R[:, D - size:, D - size:])
+            self._tail = cached
+        return cached
+
     def astype(self, dtype):
         """The same table in another dtype (shares const and active)."""
         if np.dtype(dtype) == self.dtype:
@@ -151,4 +162,5 @@ class PathTable:
         other.__dict__.update(self.__dict__)
         other.R = self.R.astype(dtype)
         other.mean = self.mean64.astype(dtype)
+        other._tail = None  # the other dtype's is built from its own R
         return other
