@@ -45,8 +45,8 @@ cdef Py_ssize_t ALL_BUFFER_DOUBLES = 1 << 20
 cdef double LSE_CUTOFF = 40.0
 
 # Best-path search with pruning (score_groups with a tail table): a path's score is at most
-# c_p - 1/2 ||T_p (x - mu_p)_tail||^2, T_p the trailing TAIL x TAIL block of R_p (the rows of
-# R_p below it are left out of the sum of squares, each >= 0). A row whose bound cannot beat
+# c_p - 1/2 ||T_p (x - mu_p)_tail||^2, T_p the trailing TAIL x TAIL block of R_p (R_p's other
+# rows are left out of the sum of squares, each square >= 0). A row whose bound cannot beat
 # its best score so far skips the path; the rest are compacted and scored in full. The bound's
 # squared norm is shrunk by these relative slacks so that rounding (float32 accumulates z in
 # float) can never prune a path the full kernel would have scored higher.
@@ -281,8 +281,8 @@ def score_groups(
     elif out_rows.shape[0] != rows.shape[0]:
         raise ValueError("out_rows must be aligned with rows")
     cdef bint buffer_all = out_all.shape[0] > 0 and chunk * C <= ALL_BUFFER_DOUBLES
-    if R_tail.shape[0] > 0 and (R_tail.shape[0] != R.shape[0] or R_tail.shape[1] != R_tail.shape[2]
-                                or R_tail.shape[1] > D):
+    if R_tail.shape[0] > 0 and (R_tail.shape[0] != R.shape[0] or R_tail.shape[1] > D
+                                or R_tail.shape[1] != R_tail.shape[2]):
         raise ValueError("R_tail must be (P, T, T) with T <= D")
     cdef bint prune = R_tail.shape[0] > 0
     cdef int out_of_memory[1]

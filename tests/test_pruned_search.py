@@ -30,17 +30,17 @@ def unpruned(fn, monkeypatch):
 
 def test_settings_make_these_searches_pruned():
     # the tests below are about the pruned code path: fail loudly if the settings move past them
-    assert _estep.PRUNE_MIN_FEATURES <= D and _estep.PRUNE_MIN_CANDIDATES <= 80
+    assert _estep.PRUNE_MIN_FEATURES <= D and _estep.PRUNE_MIN_CANDIDATES <= 260
     assert _scoring.TAIL < D
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_pruned_best_path_equals_scipy_brute_force(n_threads):
-    model, (A, b, w) = make((40, 3))
-    X = rows(model, 1500)
+    model, (A, b, w) = make((130, 2))
+    X = rows(model, 1000)
     model.n_threads = n_threads
-    ref = component_logpdf(X, A, b, w)  # (n, 120) with scipy.stats
-    want = np.unravel_index(ref.argmax(axis=1), (40, 3))
+    ref = component_logpdf(X, A, b, w)  # (n, 260) with scipy.stats
+    want = np.unravel_index(ref.argmax(axis=1), (130, 2))
     np.testing.assert_array_equal(model.predict(X), np.stack(want, axis=1))
     _, paths, best = _estep.exact_scores(model._path_table(), X, n_threads, lse=False)
     np.testing.assert_allclose(best, ref.max(axis=1), rtol=1e-9, atol=1e-7)
@@ -58,8 +58,8 @@ def test_pruned_search_is_identical_to_scoring_every_path(dtype, monkeypatch):
 
 
 def test_heuristic_search_is_identical_with_pruning(monkeypatch):
-    # the top layer's 80 choices are pruned in each coordinate-ascent step; 2 choices are not
-    model, _ = make((80, 2, 2), seed=5)
+    # the top layer's 300 choices are pruned in each coordinate-ascent step; 2 choices are not
+    model, _ = make((300, 2, 2), seed=5)
     X = rows(model, 3000, seed=6)
     table = model._path_table()
 
@@ -100,7 +100,8 @@ def test_tail_table_shape_is_checked():
     t = model._path_table()
     X = rows(model, 100)
     with pytest.raises(ValueError, match="R_tail"):
-        _scoring.score_groups(X, t.R, t.mean, t.const, np.ascontiguousarray(t.R[:5, :4, :4]), np.arange(len(X)),
+        _scoring.score_groups(X, t.R, t.mean, t.const, np.ascontiguousarray(t.R[:5, :4, :4]),
+                              np.arange(len(X)),
                               np.zeros(1, np.intp), np.zeros(1, np.intp),
                               np.array([len(X)], np.intp), t.active[None, :], np.empty(0),
                               np.zeros(len(X), np.intp), np.zeros(len(X)),
