@@ -122,8 +122,8 @@ def file_recipe(path):
 
 def start_paths(model, X, cache_dir):
     """Every row's exact best path (n, k), computed BLOCK rows at a time, each block saved in
-    ``cache_dir`` as it finishes (16M rows of a (600, 5, 5) network in float32: about 100 min
-    on 2 cores scoring every path, about 60 min with the pruned search of session 26) so that
+    ``cache_dir`` as it finishes (16M rows of a (600, 5, 5) network in float32: about 90 min
+    on 2 idle cores scoring every path, about 50 min with the pruned search of session 26) so that
     a stopped run picks up where it was."""
     os.makedirs(cache_dir, exist_ok=True)
     blocks = []
