@@ -50,9 +50,9 @@ def _run(table, X, rows, offsets, cand, n_threads, lse=False, best=False, all_sc
     prune = (best and not lse and not all_scores and cand.shape[1] >= PRUNE_MIN_CANDIDATES
              and X.shape[1] >= PRUNE_MIN_FEATURES)
     group, start, stop = split_runs(offsets, PRUNE_CHUNK if prune else CHUNK)
-    tail = t.tail_block(_scoring.TAIL) if prune else None
-    _scoring.score_groups(X, t.R, t.mean, t.const, _no_tail(X.dtype) if tail is None else tail,
-                          rows, group, start, stop, np.ascontiguousarray(cand, dtype=np.intp),
+    tail = t.tail_block(_scoring.TAIL) if prune else _no_tail(X.dtype)
+    _scoring.score_groups(X, t.R, t.mean, t.const, tail, rows, group, start, stop,
+                          np.ascontiguousarray(cand, dtype=np.intp),
                           out_lse, out_best, out_best_score, out_all, n_threads)
     if X.dtype == np.float32:
         _redo_overflows(table, X, rows, offsets, cand, n_threads, out_lse, out_best,

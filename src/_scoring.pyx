@@ -89,6 +89,7 @@ cdef void _score_task(
     const floating[:, ::1] mean,
     const double[::1] const_,
     const floating[:, :, ::1] R_tail,
+    bint prune,
     const cnp.intp_t[::1] rows,
     const cnp.intp_t *cand,
     Py_ssize_t C,
@@ -117,8 +118,6 @@ cdef void _score_task(
     cdef bint want_lse = out_lse.shape[0] > 0
     cdef bint want_best = out_best.shape[0] > 0
     cdef bint want_all = out_all.shape[0] > 0
-    # pruning needs a tail table and a search for the best path only (see TAIL)
-    cdef bint prune = R_tail.shape[0] > 0 and want_best and not want_lse and not want_all
     cdef int T = <int> R_tail.shape[1]
     cdef double shrink = 1.0 - (SLACK_DOUBLE if floating is double else SLACK_FLOAT)
     cdef Py_ssize_t window_rows = 0, window_kept = 0
@@ -284,7 +283,9 @@ def score_groups(
     if R_tail.shape[0] > 0 and (R_tail.shape[0] != R.shape[0] or R_tail.shape[1] > D
                                 or R_tail.shape[1] != R_tail.shape[2]):
         raise ValueError("R_tail must be (P, T, T) with T <= D")
-    cdef bint prune = R_tail.shape[0] > 0
+    # pruning needs a tail table and a search for the best candidate only (see TAIL)
+    cdef bint prune = (R_tail.shape[0] > 0 and out_best.shape[0] > 0 and out_lse.shape[0] == 0
+                       and out_all.shape[0] == 0)
     cdef int out_of_memory[1]
     out_of_memory[0] = 0
     n_threads = max(1, min(n_threads, n_tasks))
@@ -316,10 +317,10 @@ def score_groups(
                         or (prune and (xt_kept == NULL or kept == NULL))):
                     continue
                 g = task_group[t]
-                _score_task(X, R, mean, const_, R_tail, rows, &cand[g, 0], C, task_start[t],
-                            task_stop[t], ldt, xt, xt_kept, work, sqnorm, kept, run_max,
-                            run_sum, run_arg, allbuf, out_lse, out_best, out_best_score,
-                            out_all, out_rows)
+                _score_task(X, R, mean, const_, R_tail, prune, rows, &cand[g, 0], C,
+                            task_start[t], task_stop[t], ldt, xt, xt_kept, work, sqnorm, kept,
+                            run_max, run_sum, run_arg, allbuf, out_lse, out_best,
+                            out_best_score, out_all, out_rows)
         finally:
             free(xt)
             free(xt_kept)
