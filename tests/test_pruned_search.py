@@ -106,3 +106,19 @@ def test_tail_table_shape_is_checked():
                               np.array([len(X)], np.intp), t.active[None, :], np.empty(0),
                               np.zeros(len(X), np.intp), np.zeros(len(X)),
                               np.empty((0, len(t.active))), 1)
+
+
+def test_converted_table_is_built_once_with_its_own_tail():
+    """A float32 search of a float64 table converts it once (searches call astype per block
+    and per symmetry); the converted table's tail block is its own float32 R's."""
+    model, _ = make((80, 2, 2))
+    t = model._path_table()
+    t.tail_block(_scoring.TAIL)  # the float64 tail exists before the conversion
+    t32 = t.astype(np.float32)
+    assert t.astype(np.float32) is t32 and t.astype(np.float64) is t
+    tail = t32.tail_block(_scoring.TAIL)
+    assert t32.R.dtype == tail.dtype == np.float32
+    np.testing.assert_array_equal(tail, t32.R[:, -_scoring.TAIL:, -_scoring.TAIL:])
+    X = rows(model, 500).astype(np.float32)
+    np.testing.assert_array_equal(_estep.exact_scores(t, X, 1, lse=False)[1],
+                                  _estep.exact_scores(t32, X, 1, lse=False)[1])
