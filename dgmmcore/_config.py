@@ -21,7 +21,7 @@ def show_config(file=None):
                  for lib in threadpool_info() if lib.get("user_api") == "blas"],
     }
     lines = [f"{k}: {v}" for k, v in info.items() if k != "blas"]
-    lines += [f"blas: {b['internal_api']} {b['version']} ({b['num_threads']} threads) {b['filepath']}"
-              for b in info["blas"]]
+    lines += [f"blas: {b['internal_api']} {b['version']} ({b['num_threads']} threads) "
+              f"{b['filepath']}" for b in info["blas"]]
     print("\n".join(lines), file=file)
     return info

@@ -27,7 +27,8 @@ class RowSource:
             X = np.load(path, mmap_mode="r", allow_pickle=False)
         self.name = name
         self.block_rows = int(block_rows)
-        if isinstance(X, np.memmap) or (isinstance(X, np.ndarray) and isinstance(X.base, np.memmap)):
+        if isinstance(X, np.memmap) or (isinstance(X, np.ndarray)
+                                        and isinstance(X.base, np.memmap)):
             self.array = X
             self.lazy = True
             # validate what can be known without reading the data; blocks are checked as read

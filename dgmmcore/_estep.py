@@ -34,7 +34,8 @@ def split_runs(offsets, chunk=CHUNK):
     n_chunks = -(-sizes // chunk)
     group = np.repeat(np.arange(len(sizes), dtype=np.intp), n_chunks)
     first = np.repeat(offsets[:-1], n_chunks)
-    within = np.arange(len(group), dtype=np.intp) - np.repeat(np.cumsum(n_chunks) - n_chunks, n_chunks)
+    first_chunk = np.repeat(np.cumsum(n_chunks) - n_chunks, n_chunks)
+    within = np.arange(len(group), dtype=np.intp) - first_chunk
     start = first + within * chunk
     stop = np.minimum(start + chunk, np.repeat(offsets[1:], n_chunks))
     return group, start.astype(np.intp), stop.astype(np.intp)

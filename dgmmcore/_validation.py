@@ -23,7 +23,8 @@ def check_data(X, name="X", n_features=None, dtypes=(np.float64, np.float32), mi
     if kind not in "fiub":
         raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
-        hint = " (reshape 1-D data with X.reshape(-1, 1) or X.reshape(1, -1))" if arr.ndim == 1 else ""
+        hint = (" (reshape 1-D data with X.reshape(-1, 1) or X.reshape(1, -1))"
+                if arr.ndim == 1 else "")
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has 0 features")
@@ -133,7 +134,8 @@ def check_params(transforms, biases, weights):
     D = A[0].shape[1]
     for j, (a, bb) in enumerate(zip(A, b)):
         if a.shape[1:] != (D, D):
-            raise ValueError(f"transforms[{j}] must have shape (N_{j + 1}, {D}, {D}), got {a.shape}")
+            raise ValueError(f"transforms[{j}] must have shape (N_{j + 1}, {D}, {D}), "
+                             f"got {a.shape}")
         if bb.shape != (a.shape[0], D):
             raise ValueError(f"biases[{j}] must have shape ({a.shape[0]}, {D}), got {bb.shape}")
         if a.shape[0] == 0:
@@ -145,12 +147,14 @@ def check_params(transforms, biases, weights):
         cond = np.linalg.cond(a)
         if np.any(cond > 1e12):
             bad = int(np.argmax(cond))
-            raise ValueError(f"transforms[{j}][{bad}] is numerically singular (condition {cond[bad]:.3g})")
+            raise ValueError(f"transforms[{j}][{bad}] is numerically singular "
+                             f"(condition {cond[bad]:.3g})")
     layers = tuple(a.shape[0] for a in A)
     layer_weights = None
     if isinstance(weights, (list, tuple)) and len(weights) == len(layers) and all(
             np.ndim(w) == 1 for w in weights) and len(layers) > 1:
-        layer_weights = [_check_prob(w, f"weights[{j}]", (layers[j],)) for j, w in enumerate(weights)]
+        layer_weights = [_check_prob(w, f"weights[{j}]", (layers[j],))
+                         for j, w in enumerate(weights)]
         joint = layer_weights[0]
         for w in layer_weights[1:]:
             joint = np.multiply.outer(joint, w)

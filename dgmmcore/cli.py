@@ -242,7 +242,9 @@ def cmd_sample(args):
             raise SystemExit("--png needs Pillow: pip install 'dgmmcore[images]'")
         side = int(math.isqrt(model.n_features_in_ + 1))
         img = patch_grid(X, patch=side)
-        Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST).save(args.png)
+        enlarged = Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4),
+                                               Image.NEAREST)
+        enlarged.save(args.png)
         print(f"{args.n} samples drawn as {args.png}")
     if not args.png and not args.npy:
         print(X)
@@ -318,7 +320,8 @@ def cmd_denoise(args):
           f"{time.perf_counter() - t0:.1f} s")
     if args.clean:
         clean = _read_gray(args.clean)
-        print(f"PSNR {restoration.psnr(clean, img):.2f} dB -> {restoration.psnr(clean, out):.2f} dB")
+        print(f"PSNR {restoration.psnr(clean, img):.2f} dB -> "
+              f"{restoration.psnr(clean, out):.2f} dB")
     _write_gray(args.out, out)
     print(f"written to {args.out}")
     return 0

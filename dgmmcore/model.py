@@ -264,7 +264,8 @@ class DeepGMM:
         return n_paths(self.weights_.shape)
 
     def n_parameters(self):
-        """Free parameters: D^2 + D per node, plus the prior (P - 1 joint, sum(N_j - 1) factorized)."""
+        """Free parameters: D^2 + D per node, plus the prior (P - 1 joint, sum(N_j - 1)
+        factorized)."""
         self._check_fitted()
         D = self.n_features_in_
         nodes = sum(a.shape[0] for a in self.transforms_)

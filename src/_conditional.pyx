@@ -9,7 +9,8 @@ them) and the paths' upper-triangular precision factors R_p (R_p^T R_p = Sigma_p
 1. per path, in parallel: R_m = R_p[:, mis] (D x m), Lambda_mm = R_m^T R_m, its lower Cholesky
    factor C and log|det C|;
 2. per block of rows, in parallel over paths (a thread keeps path p's factors in cache for the
-   whole block), in BLAS-3 calls (plain loops for blocks of a few rows): V = (X - mu_p, missing entries zeroed) R_p^T, W = V R_m C^{-T},
+   whole block), in BLAS-3 calls (plain loops for blocks of a few rows):
+   V = (X - mu_p, missing entries zeroed) R_p^T, W = V R_m C^{-T},
    score = log pi_p + log|det R_p| - log|det C| - |o|/2 log 2 pi - (|V_r|^2 - |W_r|^2) / 2 and the
    conditional means mu_m - W C^{-1} (row r of W C^{-1} is C^{-T} w_r);
 3. per row: log-sum-exp of the scores and the posterior-weighted conditional mean.

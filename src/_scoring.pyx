@@ -33,7 +33,8 @@ include "_omp.pxi"
 
 cnp.import_array()
 
-# Rows per task: the centred buffer (CHUNK x D) stays in L2 while it is reused by TRMM and the norms.
+# Rows per task: the centred buffer (CHUNK x D) stays in L2 while it is reused by TRMM and the
+# norms.
 CHUNK = 256
 
 # A task's scores of every candidate (out_all) are collected in a per-thread buffer of up to this
