@@ -6,7 +6,10 @@ Format version 1 holds:
   layer_weights_<j> (factorized prior only), and optionally fit state (history JSON).
 A "symmetries" list in meta (SymmetrizedModel.save) makes ``load`` return the network averaged
 over those symmetries of the square (dgmmcore.symmetry); "symmetric_history" then holds the
-rounds of SymmetrizedModel.fit, when the network was trained with them in place.
+rounds of SymmetrizedModel.fit, when the network was trained with them in place, and a
+"symmetric_checkpoint" (SymmetrizedModel.fit(checkpoint=...)) what a resumed fit needs, with
+the arrays symmetric_which (each row's last symmetry) and, for the heuristic search,
+symmetric_paths (each (row, symmetry)'s last path).
 """
 import json
 import os
@@ -172,5 +175,25 @@ def load_model(path):
         if isinstance(history, list) and history:  # SymmetrizedModel.fit's rounds
             symmetric.history_ = history
             symmetric.objective_ = history[-1].get("objective")
+        if "symmetric_checkpoint" in meta:
+            symmetric._resume_state = _symmetric_resume_state(path, meta)
         return symmetric
     return model
+
+
+def _symmetric_resume_state(path, meta):
+    """What SymmetrizedModel.fit(resume=True) goes on from (checked against X there)."""
+    state = meta["symmetric_checkpoint"]
+    history = meta.get("symmetric_history")
+    keys = ("rounds", "previous_objective", "search", "rng_state")
+    if not isinstance(state, dict) or any(k not in state for k in keys) or not isinstance(
+            history, list):
+        _fail(path, "incomplete symmetric checkpoint header")
+    with np.load(path, allow_pickle=False) as f:
+        if "symmetric_which" not in f.files:
+            _fail(path, "incomplete symmetric checkpoint (missing 'symmetric_which')")
+        which = f["symmetric_which"].astype(np.intp)
+        paths = f["symmetric_paths"].astype(np.int64) if "symmetric_paths" in f.files else None
+    return {"rounds": int(state["rounds"]), "previous_objective": state["previous_objective"],
+            "search": state["search"], "rng_state": state["rng_state"], "history": history,
+            "which": which, "per_symmetry": paths}

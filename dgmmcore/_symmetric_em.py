@@ -112,10 +112,12 @@ def canonical_rows(X, which, symmetries):
 
 
 def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, block_rows,
-                    cold_restarts=None):
+                    cold_restarts=None, checkpoint=None, resume=None):
     """The work of SymmetrizedModel.fit (see there); returns the history (one dict per search).
     The heuristic's search state stays on ``sym`` (``_search_state``): a later fit on as many
-    rows starts every (row, g) pair warm from it, as DeepGMM's warm start does its paths."""
+    rows starts every (row, g) pair warm from it, as DeepGMM's warm start does its paths.
+    ``checkpoint``: a path written after every round; ``resume``: the state read back from
+    one (``load``), to go on from its last round."""
     model = sym.model
     n_rounds = check_int(n_rounds, "n_rounds", minimum=1)
     if search is not None and search not in SEARCHES:
@@ -129,9 +131,20 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
         model.fit(X)  # the plain fit initialises the network
     sym._check_network()
     layers = tuple(model.weights_.shape)
-    if search is None:
-        search = "exact" if exact_start_pays(layers, model.restart_passes) else "heuristic"
-    searcher = getattr(sym, "_search_state", None)
+    history, prev, first_round = [], None, 0
+    if resume is not None:
+        search = check_resume_state(resume, search, len(X), len(sym.symmetries), layers)
+        searcher = SymmetrySearch(sym.symmetries, layers, search, len(X))
+        searcher.last_which = resume["which"]
+        if searcher.per_symmetry is not None:
+            searcher.per_symmetry[:] = resume["per_symmetry"]
+        rng = restored_generator(resume["rng_state"])
+        history, prev = list(resume["history"]), resume["previous_objective"]
+        first_round = resume["rounds"]
+    else:
+        if search is None:
+            search = "exact" if exact_start_pays(layers, model.restart_passes) else "heuristic"
+        searcher = getattr(sym, "_search_state", None)
     if searcher is None or not searcher.fits(sym.symmetries, layers, search, len(X)):
         searcher = SymmetrySearch(sym.symmetries, layers, search, len(X))
         last_paths = getattr(model, "_train_paths", None)
@@ -142,13 +155,12 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
     searcher.cold_restarts = cold_restarts
     sym._search_state = searcher
     log_g = np.log(len(sym.symmetries))
-    history, prev = [], None
     saved = (model.warm_start, model.max_iter, model.random_state, model.verbose)
     t_start = time.perf_counter()
     try:
         # one network iteration per round, its line folded into the round's
         model.warm_start, model.max_iter, model.random_state, model.verbose = True, 1, rng, 0
-        for r in range(n_rounds + 1):
+        for r in range(first_round, n_rounds + 1):
             if r == n_rounds and not final_search:
                 break
             t0 = time.perf_counter()
@@ -174,13 +186,85 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
                 record["reseeded"] = model.history_[-1].get("reseeded", 0)
             history.append(record)
             if saved[3]:
-                _print_round(record, time.perf_counter() - t_start, n_rounds)
+                _print_round(record, time.perf_counter() - t_start, n_rounds, first_round)
             if converged:
                 break
             prev = objective
+            if checkpoint is not None and r < n_rounds:
+                write_checkpoint(checkpoint, sym, saved, history, prev, rng, searcher)
     finally:
         model.warm_start, model.max_iter, model.random_state, model.verbose = saved
     return history
+
+
+def write_checkpoint(path, sym, hyperparameters, history, prev, rng, searcher):
+    """``sym`` after a round as a model file (``load`` returns the SymmetrizedModel) with what
+    a resumed fit needs to go on exactly: the rounds' history and last objective, the random
+    generator, each row's last symmetry and, for the heuristic, every (row, g)'s last path.
+    ``hyperparameters``: the network's own (warm_start, max_iter, random_state, verbose),
+    which a round replaces while it runs."""
+    from ._persistence import atomic_savez, model_arrays
+    model = sym.model
+    during = (model.warm_start, model.max_iter, model.random_state, model.verbose)
+    model.warm_start, model.max_iter, model.random_state, model.verbose = hyperparameters
+    try:
+        state = {"rounds": completed_rounds(history), "previous_objective": prev,
+                 "search": searcher.search, "rng_state": rng.bit_generator.state}
+        arrays = model_arrays(model, {"symmetries": list(sym.symmetries),
+                                      "symmetric_history": history,
+                                      "symmetric_checkpoint": state})
+    finally:
+        model.warm_start, model.max_iter, model.random_state, model.verbose = during
+    arrays["symmetric_which"] = np.asarray(searcher.last_which, dtype=np.int8)
+    if searcher.per_symmetry is not None:
+        # path numbers fit int32 for any network that fits in memory: half the bytes
+        narrow = searcher.per_symmetry.max(initial=0) < np.iinfo(np.int32).max
+        arrays["symmetric_paths"] = searcher.per_symmetry.astype(
+            np.int32 if narrow else np.int64)
+    atomic_savez(path, arrays)
+
+
+def restored_generator(state):
+    """A numpy Generator in a checkpoint's saved state (its own kind of bit generator)."""
+    kind = state.get("bit_generator") if isinstance(state, dict) else None
+    bit_generator = getattr(np.random, str(kind), None)
+    if not (isinstance(bit_generator, type) and issubclass(bit_generator, np.random.BitGenerator)):
+        raise ValueError(f"resume: the checkpoint's random generator {kind!r} is not numpy's")
+    rng = np.random.Generator(bit_generator())
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"resume: the checkpoint's random generator state is invalid "
+                         f"({exc})") from None
+    return rng
+
+
+def check_resume_state(state, search, n_rows, n_symmetries, layers):
+    """The search of a checkpoint's run, or a ValueError naming what does not fit: a bad
+    file must not index outside the network or the symmetries."""
+    if search is not None and search != state["search"]:
+        raise ValueError(f"resume: the checkpoint's run searches {state['search']!r}, "
+                         f"not {search!r}")
+    search = state["search"]
+    if search not in SEARCHES:
+        raise ValueError(f"resume: the checkpoint names an unknown search {search!r}")
+    which = state["which"]
+    if which.shape != (n_rows,):
+        raise ValueError(f"resume: the checkpoint was written for {len(which)} rows, X has "
+                         f"{n_rows}")
+    if which.size and (which.min() < 0 or which.max() >= n_symmetries):
+        raise ValueError(f"resume: the checkpoint's symmetries lie outside the "
+                         f"{n_symmetries} of the model")
+    paths = state.get("per_symmetry")
+    if search == "heuristic":
+        if paths is None or paths.shape != (n_rows, n_symmetries):
+            raise ValueError(f"resume: the heuristic's checkpoint needs every (row, "
+                             f"symmetry)'s path, shape {(n_rows, n_symmetries)}; got "
+                             f"{None if paths is None else paths.shape}")
+        if paths.size and (paths.min() < -1 or paths.max() >= int(np.prod(layers))):
+            raise ValueError(f"resume: the checkpoint's paths lie outside the network's "
+                             f"{int(np.prod(layers))}")
+    return search
 
 
 def completed_rounds(history):
@@ -188,11 +272,13 @@ def completed_rounds(history):
     return sum(1 for r in history if "fit_seconds" in r)
 
 
-def _print_round(r, elapsed, n_rounds):
+def _print_round(r, elapsed, n_rounds, first_round=0):
     changed = r["symmetry_changed"]
     changed = "" if changed != changed else f"  changed {100 * changed:5.2f}%"
     fit = f"  fit {r['fit_seconds']:7.2f}s" if "fit_seconds" in r else ""
     left = n_rounds - r["round"] - 1  # rounds still to go, the final search aside
-    eta = f"  ETA {elapsed / (r['round'] + 1) * left:8.1f}s" if left > 0 else ""
+    # averaged over this run's rounds (a resumed run's earlier ones took no time here)
+    eta = (f"  ETA {elapsed / (r['round'] + 1 - first_round) * left:8.1f}s"
+           if left > 0 else "")
     print(f"round {r['round']:3d}  objective {r['objective']:12.5f}{changed}"
           f"  search {r['search_seconds']:7.2f}s{fit}{eta}", flush=True)

@@ -85,7 +85,7 @@ def cmd_fit(args):
         train = train.astype(np.float32)
     print(f"data: {what}: {train.shape[0]} train rows, {test.shape[0]} held-out, "
           f"{train.shape[1]} dims", flush=True)
-    resume, symmetric = False, None
+    resume, symmetric, symmetric_resume = False, None, False
     if args.init_layer is not None and (args.resume or args.grow_from or args.widen_from):
         raise ValueError("--init-layer chooses how a fresh fit starts; a --resume, "
                          "--grow-from or --widen-from run starts from its model instead")
@@ -96,6 +96,7 @@ def cmd_fit(args):
                 raise ValueError(f"--resume: {args.resume} was trained with the symmetry layer; "
                                  f"continue it with --symmetric-rounds R")
             symmetric, model = model, model.model
+            symmetric_resume = getattr(symmetric, "_resume_state", None) is not None
         # a checkpoint continues its run exactly; a plain model file warm-starts a new one
         resume = getattr(model, "_resume_state", None) is not None
         model.warm_start = not resume
@@ -118,7 +119,7 @@ def cmd_fit(args):
                          ("--rerank-every", "rerank_every")):
         value = getattr(args, attr)
         if value is not None and value != getattr(model, attr):
-            if resume:  # a checkpoint continues its own run
+            if resume or symmetric_resume:  # a checkpoint continues its own run
                 raise ValueError(f"{option} {value}: the checkpoint {args.resume} continues "
                                  f"its run with {attr} {getattr(model, attr)}")
             setattr(model, attr, value)
@@ -147,7 +148,8 @@ def cmd_fit(args):
         print(f"training with the symmetry layer ({', '.join(symmetric.symmetries)}): up to "
               f"{args.symmetric_rounds} rounds", flush=True)
         t1 = time.perf_counter()
-        symmetric.fit(train, n_rounds=args.symmetric_rounds, random_state=args.seed)
+        symmetric.fit(train, n_rounds=args.symmetric_rounds, random_state=args.seed,
+                      checkpoint=args.checkpoint, resume=symmetric_resume)
         from ._symmetric_em import completed_rounds
         print(f"symmetric fit: {completed_rounds(symmetric.history_)} rounds in "
               f"{time.perf_counter() - t1:.1f} s; held-out log-likelihood "
@@ -407,7 +409,8 @@ def build_parser():
                         "(identity,lr,ud,rot90,rot180,rot270,transpose,antitranspose)")
     f.add_argument("--out", default="dgmm-model.npz")
     f.add_argument("--checkpoint", metavar="PATH",
-                   help="write a resumable checkpoint after every iteration")
+                   help="write a resumable checkpoint after every iteration (and every "
+                        "round of --symmetric-rounds)")
     start = f.add_mutually_exclusive_group()
     start.add_argument("--resume", metavar="PATH",
                        help="continue a checkpoint (to --iters in total) or warm-start a model")

@@ -100,7 +100,8 @@ class SymmetrizedModel:
         check_square(self.model.n_features_in_)
 
     def fit(self, X, n_rounds=10, *, search=None, cold_restarts=None, tol=None,
-            final_search=True, random_state=None, block_rows=1 << 16):
+            final_search=True, random_state=None, block_rows=1 << 16, checkpoint=None,
+            resume=False):
         """Train the network with the symmetry layer in place, by hard EM over the pairs
         (symmetry, path): each round finds every row's best pair, then runs one EM iteration
         of the network (its own E-step settings) on the rows seen through their symmetries,
@@ -127,6 +128,11 @@ class SymmetrizedModel:
             ``history_[-1]`` describe the final parameters.
         random_state : the restarts' and the network's random draws (default: the network's).
         block_rows : rows searched at a time (each is copied once per symmetry).
+        checkpoint : path; after every round the model and what a resumed fit needs are
+            written there atomically (a model file: ``dgmmcore.load`` reads it back as a
+            SymmetrizedModel). With the heuristic it holds every (row, g)'s last path.
+        resume : go on from the checkpoint this model was loaded from, on the same X, to
+            ``n_rounds`` rounds in all: it ends where an uninterrupted fit would.
 
         X is read into memory (memory maps too), with a copy of its rows seen through their
         symmetries. Sets ``history_`` (per search: objective, the fraction of rows whose
@@ -136,9 +142,17 @@ class SymmetrizedModel:
         from ._symmetric_em import fit_symmetrized
         block_rows = check_int(block_rows, "block_rows", minimum=1)
         cold_restarts = check_int(cold_restarts, "cold_restarts", minimum=0, allow_none=True)
+        state = None
+        if resume:
+            state = getattr(self, "_resume_state", None)
+            if state is None:
+                raise ValueError("resume=True needs a SymmetrizedModel loaded from a checkpoint "
+                                 "file (fit(..., checkpoint=PATH) writes them)")
         self.history_ = fit_symmetrized(self, X, n_rounds, search, tol, final_search,
-                                        random_state, block_rows, cold_restarts)
+                                        random_state, block_rows, cold_restarts, checkpoint,
+                                        state)
         self.objective_ = self.history_[-1]["objective"]
+        self._resume_state = None
         return self
 
     @property
