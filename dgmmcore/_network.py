@@ -103,6 +103,7 @@ class PathTable:
         self.mean = np.ascontiguousarray(mean, dtype=dtype)
         self.mean64 = mean
         log_weights = np.asarray(log_weights, dtype=np.float64).ravel()
+        self.log_weights = log_weights
         self.const = np.ascontiguousarray(
             log_weights + path_log_det(Q, layers) - 0.5 * D * math.log(2 * math.pi))
         self.active = np.flatnonzero(np.isfinite(log_weights)).astype(np.intp)
@@ -134,6 +135,7 @@ class PathTable:
         table.mean64 = np.ascontiguousarray(means, dtype=np.float64)
         table.mean = np.ascontiguousarray(means, dtype=dtype)
         log_weights = np.asarray(log_weights, dtype=np.float64)
+        table.log_weights = log_weights
         table.const = np.ascontiguousarray(log_weights - 0.5 * np.asarray(logdet_cov)
                                            - 0.5 * D * math.log(2 * math.pi))
         table.active = np.flatnonzero(np.isfinite(log_weights)).astype(np.intp)
@@ -143,16 +145,32 @@ class PathTable:
     def dtype(self):
         return self.R.dtype
 
-    def tail_block(self, size):
-        """The trailing (size x size) block of every R_p, contiguous in the table's dtype (the
-        scoring kernel's bound for pruning a best-path search), built once per table."""
+    def tail_bound(self, size, n_threads=1, mixture=True):
+        """(basis (T, D), factors (P, T, T), means (P, T)) of the bound that prunes a
+        best-path search (``_bound``; T = size), in the table's dtype, built once per table:
+        with ``mixture`` in the T directions of largest variance of the table's mixture (the
+        tighter bound; it costs a triangular solve per path), else on the last T coordinates
+        (R_p's trailing blocks) unless the mixture's is already built."""
+        from . import _bound
         size = min(int(size), self.n_features)
-        cached = self.__dict__.get("_tail")
-        if cached is None or cached.shape[1] != size:
-            D = self.n_features
-            cached = np.ascontiguousarray(self.R[:, D - size:, D - size:])
-            self._tail = cached
-        return cached
+        cached = self.__dict__.setdefault("_tails", {})
+        if ("mixture", size) in cached:
+            return cached["mixture", size]
+        if not mixture:
+            if ("trailing", size) not in cached:
+                cached["trailing", size] = _bound.trailing_bound(self.R, self.mean, size)
+            return cached["trailing", size]
+        basis = _bound.mixture_basis(self.R, self.mean64, self.log_weights, self.active,
+                                     size).astype(self.dtype)
+        try:
+            factors, means = _bound.tail_factors(self.R, self.mean, basis, n_threads)
+        except np.linalg.LinAlgError:  # a path too ill-conditioned to factor its marginal
+            bound = _bound.trailing_bound(self.R, self.mean, size)
+        else:
+            bound = (basis, np.ascontiguousarray(factors, dtype=self.dtype),
+                     np.ascontiguousarray(means, dtype=self.dtype))
+        cached["mixture", size] = bound
+        return bound
 
     def astype(self, dtype):
         """The same table in another dtype (shares const and active), converted once per
@@ -165,7 +183,7 @@ class PathTable:
         other = converted.get(dtype)
         if other is None:
             other = object.__new__(PathTable)
-            # the public attributes only: the caches (_tail, _impute_arrays) hold arrays of
+            # the public attributes only: the caches (_tails, _impute_arrays) hold arrays of
             # this table's dtype and are built afresh from the other's own R
             other.__dict__.update({k: v for k, v in self.__dict__.items()
                                    if not k.startswith("_")})

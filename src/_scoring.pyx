@@ -12,11 +12,12 @@ transposed once; for each candidate the fused kernel in _trikernel.h centres the
 the triangular R_p (half the flops of a GEMM) and returns squared norms without writing z to
 memory, and the scores are reduced into the running outputs while they are in cache.
 
-A search for the best candidate alone (no log-sum-exp, no score matrix) can be pruned: given
-the trailing TAIL x TAIL blocks of the R_p, each candidate is first bounded on every row of the
-task from the last TAIL coordinates (a sixth of the work at D = 63), and only the rows whose
-bound beats their best score so far are gathered and scored in full. The bound only skips
-candidates that could not have become the best, so the result is the same as without it.
+A search for the best candidate alone (no log-sum-exp, no score matrix) can be pruned: each
+candidate is first bounded on every row of the task from the row's TAIL coordinates in a
+basis of the bound (its TAIL x TAIL factors cost a sixth of the full ones at D = 63), and
+only the rows whose bound beats their best score so far are gathered and scored in full. The
+bound only skips candidates that could not have become the best, so the result is the same as
+without it.
 
 Every row is scored by one thread, over its candidates in a fixed order, so results do not depend
 on the number of threads.
@@ -29,6 +30,7 @@ from libc.string cimport memcpy, memset
 from libc.math cimport exp, log, INFINITY
 
 from cython cimport floating
+from scipy.linalg.cython_blas cimport dtrsm
 include "_omp.pxi"
 
 cnp.import_array()
@@ -45,12 +47,13 @@ cdef Py_ssize_t ALL_BUFFER_DOUBLES = 1 << 20
 # exp(-LSE_CUTOFF) is below double epsilon: such terms cannot change a running log-sum-exp.
 cdef double LSE_CUTOFF = 40.0
 
-# Best-path search with pruning (score_groups with a tail table): a path's score is at most
-# c_p - 1/2 ||T_p (x - mu_p)_tail||^2, T_p the trailing TAIL x TAIL block of R_p (R_p's other
-# rows are left out of the sum of squares, each square >= 0). A row whose bound cannot beat
-# its best score so far skips the path; the rest are compacted and scored in full. The bound's
-# squared norm is shrunk by these relative slacks so that rounding (float32 accumulates z in
-# float) can never prune a path the full kernel would have scored higher.
+# Best-path search with pruning (score_groups with a tail table): for any T x D matrix B of
+# rank T, a path's score is at most c_p - 1/2 ||T_p (B x - B mu_p)||^2 with T_p^T T_p =
+# (B Sigma_p B^T)^-1: the Mahalanobis distance of the marginal of B x, never more than the
+# whole. (With B the last T coordinates, T_p is the trailing T x T block of R_p.) A row whose
+# bound cannot beat its best score so far skips the path; the rest are compacted and scored in
+# full. The bound's squared norm is shrunk by these relative slacks so that rounding (float32
+# accumulates z in float) can never prune a path the full kernel would have scored higher.
 TAIL = 24
 cdef double SLACK_DOUBLE = 1e-9
 cdef double SLACK_FLOAT = 1e-4
@@ -89,7 +92,9 @@ cdef void _score_task(
     const floating[:, :, ::1] R,
     const floating[:, ::1] mean,
     const double[::1] const_,
+    const floating[:, ::1] tail_basis,
     const floating[:, :, ::1] R_tail,
+    const floating[:, ::1] mean_tail,
     bint prune,
     const cnp.intp_t[::1] rows,
     const cnp.intp_t *cand,
@@ -98,6 +103,7 @@ cdef void _score_task(
     Py_ssize_t stop,
     int ldt,
     floating *xt,
+    floating *yt,
     floating *xt_kept,
     floating *work,
     double *sqnorm,
@@ -116,6 +122,7 @@ cdef void _score_task(
     cdef int D = <int> X.shape[1]
     cdef Py_ssize_t r, c, p, row, i, j, k
     cdef double score, mx
+    cdef floating u
     cdef bint want_lse = out_lse.shape[0] > 0
     cdef bint want_best = out_best.shape[0] > 0
     cdef bint want_all = out_all.shape[0] > 0
@@ -134,16 +141,27 @@ cdef void _score_task(
     else:
         dgmm_gather_chunk_s(D, m, &X[0, 0], D, &rows[start], xt, ldt)
 
+    if prune:
+        # the rows' T coordinates in the bound's basis, y = B x, once per task (the padding
+        # rows of xt are zeros, so are y's)
+        for i in range(T):
+            for r in range(ldt):
+                yt[i * ldt + r] = 0
+            for j in range(D):
+                u = tail_basis[i, j]
+                for r in range(ldt):
+                    yt[i * ldt + r] = yt[i * ldt + r] + u * xt[j * ldt + r]
+
     for c in range(C):
         p = cand[c]
         if prune:
             # the bound on every row, then only the rows it leaves in the race
             if floating is double:
-                dgmm_tri_sqnorm_d(T, m, xt + (D - T) * ldt, ldt, &mean[p, D - T],
-                                  &R_tail[p, 0, 0], work, sqnorm)
+                dgmm_tri_sqnorm_d(T, m, yt, ldt, &mean_tail[p, 0], &R_tail[p, 0, 0], work,
+                                  sqnorm)
             else:
-                dgmm_tri_sqnorm_s(T, m, xt + (D - T) * ldt, ldt, &mean[p, D - T],
-                                  &R_tail[p, 0, 0], work, sqnorm)
+                dgmm_tri_sqnorm_s(T, m, yt, ldt, &mean_tail[p, 0], &R_tail[p, 0, 0], work,
+                                  sqnorm)
             k = 0
             for r in range(m):
                 if const_[p] - 0.5 * shrink * sqnorm[r] > run_max[r]:
@@ -218,7 +236,9 @@ def score_groups(
     const floating[:, :, ::1] R,
     const floating[:, ::1] mean,
     const double[::1] const_,
+    const floating[:, ::1] tail_basis,
     const floating[:, :, ::1] R_tail,
+    const floating[:, ::1] mean_tail,
     const cnp.intp_t[::1] rows,
     const cnp.intp_t[::1] task_group,
     const cnp.intp_t[::1] task_start,
@@ -237,9 +257,10 @@ def score_groups(
     ----------
     X : (n, D) data, C-contiguous.
     R, mean, const_ : (P, D, D), (P, D), (P,) path table.
-    R_tail : (P, T, T) the trailing T x T block of every R_p (``TAIL``), to prune the search
-        when only the best candidate is asked for (out_best without out_lse or out_all); a
-        (0, 0, 0) array scores every candidate in full. The result is the same either way.
+    tail_basis, R_tail, mean_tail : (T, D) B, (P, T, T) upper-triangular T_p and (P, T) B mu_p
+        of the bound (see TAIL; ``PathTable.tail_bound``), to prune the search when only the
+        best candidate is asked for (out_best without out_lse or out_all); an R_tail of shape
+        (0, 0, 0) scores every candidate in full. The result is the same either way.
     rows : row indices of X, laid out group after group.
     task_group, task_start, task_stop : per task, its group and its slice of ``rows``.
     cand : (G, C) path indices: the candidates of each group.
@@ -261,6 +282,7 @@ def score_groups(
     cdef int ldt, block = dgmm_row_block()
     cdef size_t work_size
     cdef floating *xt
+    cdef floating *yt
     cdef floating *xt_kept
     cdef floating *work
     cdef double *sqnorm
@@ -282,8 +304,13 @@ def score_groups(
         raise ValueError("out_rows must be aligned with rows")
     cdef bint buffer_all = out_all.shape[0] > 0 and chunk * C <= ALL_BUFFER_DOUBLES
     if R_tail.shape[0] > 0 and (R_tail.shape[0] != R.shape[0] or R_tail.shape[1] > D
-                                or R_tail.shape[1] != R_tail.shape[2]):
-        raise ValueError("R_tail must be (P, T, T) with T <= D")
+                                or R_tail.shape[1] != R_tail.shape[2]
+                                or tail_basis.shape[0] != R_tail.shape[1]
+                                or tail_basis.shape[1] != D
+                                or mean_tail.shape[0] != R.shape[0]
+                                or mean_tail.shape[1] != R_tail.shape[1]):
+        raise ValueError("R_tail must be (P, T, T) with T <= D, tail_basis (T, D) and "
+                         "mean_tail (P, T)")
     # pruning needs a tail table and a search for the best candidate only (see TAIL)
     cdef bint prune = (R_tail.shape[0] > 0 and out_best.shape[0] > 0 and out_lse.shape[0] == 0
                        and out_all.shape[0] == 0)
@@ -294,6 +321,10 @@ def score_groups(
         xt = NULL
         if posix_memalign(<void**> &xt, 64, sizeof(floating) * D * ldt) != 0:
             xt = NULL
+        yt = NULL
+        if prune and posix_memalign(<void**> &yt, 64,
+                                    sizeof(floating) * R_tail.shape[1] * ldt) != 0:
+            yt = NULL
         xt_kept = NULL
         if prune and posix_memalign(<void**> &xt_kept, 64, sizeof(floating) * D * ldt) == 0:
             # its padding rows are read by the kernel: keep them finite
@@ -308,22 +339,23 @@ def score_groups(
         # a thread without its buffers skips its tasks and the call raises below
         if (xt == NULL or work == NULL or sqnorm == NULL or run_max == NULL
                 or run_sum == NULL or run_arg == NULL or (buffer_all and allbuf == NULL)
-                or (prune and (xt_kept == NULL or kept == NULL))):
+                or (prune and (xt_kept == NULL or kept == NULL or yt == NULL))):
             out_of_memory[0] = 1
         try:
             for t in prange(n_tasks, schedule='dynamic'):
                 if (xt == NULL or work == NULL or sqnorm == NULL or run_max == NULL
                         or run_sum == NULL or run_arg == NULL
                         or (buffer_all and allbuf == NULL)
-                        or (prune and (xt_kept == NULL or kept == NULL))):
+                        or (prune and (xt_kept == NULL or kept == NULL or yt == NULL))):
                     continue
                 g = task_group[t]
-                _score_task(X, R, mean, const_, R_tail, prune, rows, &cand[g, 0], C,
-                            task_start[t], task_stop[t], ldt, xt, xt_kept, work, sqnorm, kept,
-                            run_max, run_sum, run_arg, allbuf, out_lse, out_best,
-                            out_best_score, out_all, out_rows)
+                _score_task(X, R, mean, const_, tail_basis, R_tail, mean_tail, prune, rows,
+                            &cand[g, 0], C, task_start[t], task_stop[t], ldt, xt, yt, xt_kept,
+                            work, sqnorm, kept, run_max, run_sum, run_arg, allbuf, out_lse,
+                            out_best, out_best_score, out_all, out_rows)
         finally:
             free(xt)
+            free(yt)
             free(xt_kept)
             free(kept)
             free(work)
@@ -334,6 +366,33 @@ def score_groups(
             free(allbuf)
     if out_of_memory[0]:
         raise MemoryError("path scoring: could not allocate the per-thread work buffers")
+
+
+def solve_transposed_factors(const double[:, :, ::1] R, const double[:, ::1] Bt,
+                             int n_threads):
+    """Y_p = R_p^-T B^T for every upper-triangular R_p of ``R`` (P, D, D), ``Bt`` = B^T (D, T):
+    returns (P, D, T) float64 (B Sigma_p B^T = Y_p^T Y_p: the pruning bound's factors, see
+    dgmmcore._bound). One triangular solve per path, in parallel; call with BLAS on one
+    thread (``single_threaded_blas``)."""
+    cdef int P = <int> R.shape[0], D = <int> R.shape[1], T = <int> Bt.shape[1]
+    if R.shape[2] != D or Bt.shape[0] != D:
+        raise ValueError(f"R must be (P, D, D) and Bt (D, T), got "
+                         f"{tuple(R.shape)[:3]} and {tuple(Bt.shape)[:2]}")
+    Y_arr = np.empty((P, D, T))
+    Y_arr[...] = np.asarray(Bt)
+    cdef double[:, :, ::1] Y = Y_arr
+    cdef Py_ssize_t p
+    # column-major, R_p's memory is R_p^T (lower) and Y_p's is Y_p^T (T x D, starting as B):
+    # R_p^T Y_p = B^T  <=>  Y_p^T R_p = B, solved from the right with op(R_p^T) = R_p
+    cdef char side = b'R', uplo = b'L', trans = b'T', diag = b'N'
+    cdef double one = 1.0
+    if P == 0 or D == 0 or T == 0:
+        return Y_arr
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=max(1, n_threads)):
+            dtrsm(&side, &uplo, &trans, &diag, &T, &D, &one, <double*> &R[p, 0, 0], &D,
+                  &Y[p, 0, 0], &T)
+    return Y_arr
 
 
 def posterior_entries(double[:, ::1] scores, double floor, int n_threads):

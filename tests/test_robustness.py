@@ -162,7 +162,8 @@ OUT_OF_MEMORY_SCRIPT = textwrap.dedent("""
     # room for the OpenMP threads' stacks, not for the work buffers
     resource.setrlimit(resource.RLIMIT_AS, (vm + 160 * 2**20, resource.RLIM_INFINITY))
     try:
-        _scoring.score_groups(X, R, mean, const, R[:0], rows, np.zeros(1, np.intp),
+        _scoring.score_groups(X, R, mean, const, mean[:0], R[:0], mean[:0], rows,
+                              np.zeros(1, np.intp),
                               np.zeros(1, np.intp), np.array([n], np.intp),
                               np.zeros((1, 1), np.intp), out_lse,
                               np.empty(0, np.intp), np.empty(0), np.empty((0, 1)), 2)
