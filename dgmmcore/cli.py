@@ -104,7 +104,11 @@ def cmd_fit(args):
         model.verbose = 1
         if args.threads:
             model.n_threads = args.threads
-        print(f"resuming from {args.resume} ({model.n_iter_ or 0} iterations done)")
+        if symmetric_resume:
+            done = symmetric._resume_state["rounds"]
+            print(f"resuming from {args.resume} ({done} rounds with the symmetry layer done)")
+        else:
+            print(f"resuming from {args.resume} ({model.n_iter_ or 0} iterations done)")
     elif args.grow_from:
         model = grown_model(load(args.grow_from), args)
         print(f"growing {args.grow_from} into {model.layers}")

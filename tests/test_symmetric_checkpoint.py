@@ -81,7 +81,7 @@ def test_the_heuristic_checkpoint_holds_every_rows_last_pairs(tmp_path):
     assert state["previous_objective"] == sym.history_[-1]["objective"]
 
 
-def test_the_command_line_resumes_a_symmetric_checkpoint(tmp_path, monkeypatch):
+def test_the_command_line_resumes_a_symmetric_checkpoint(tmp_path, monkeypatch, capsys):
     from dgmmcore.cli import main as dgmm
     X = symmetric_data(2000, 23)
     np.save(tmp_path / "rows.npy", X)
@@ -92,8 +92,10 @@ def test_the_command_line_resumes_a_symmetric_checkpoint(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         interrupt_at_round(m, 1)
         assert dgmm(["fit", "--checkpoint", str(tmp_path / "c.npz")] + common) == 130
+    capsys.readouterr()
     assert dgmm(["fit", "--resume", str(tmp_path / "c.npz"), "--out",
                  str(tmp_path / "resumed.npz")] + common) == 0
+    assert "(1 rounds with the symmetry layer done)" in capsys.readouterr().out
     whole, resumed = dgmmcore_load(tmp_path / "whole.npz"), dgmmcore_load(tmp_path / "resumed.npz")
     np.testing.assert_array_equal(resumed.model.transforms_[0], whole.model.transforms_[0])
     assert [r["objective"] for r in resumed.history_] == [r["objective"] for r in whole.history_]
