@@ -72,6 +72,20 @@ def test_pruned_search_is_identical_to_scoring_every_path(dtype, bound, monkeypa
     np.testing.assert_array_equal(got[2], want[2])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_at_the_path_means_are_searched_exactly(dtype, bound, monkeypatch):
+    """At a path's mean its bound is its score (both the constant): the rounding of y = B x
+    against B mu (float32 sums in float) must not prune the path that is then the best."""
+    model, _ = make((80, 2, 2), seed=4)
+    table = model._path_table()
+    X = table.mean64[np.random.default_rng(0).integers(0, len(table.const), 2000)]
+    X = np.ascontiguousarray(X, dtype=dtype)
+    got = _estep.exact_scores(table, X, 2, lse=False)
+    want = unpruned(lambda: _estep.exact_scores(table, X, 2, lse=False), monkeypatch)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2], want[2])
+
+
 def test_heuristic_search_is_identical_with_pruning(bound, monkeypatch):
     # the top layer's 300 choices are pruned in each coordinate-ascent step; 2 choices are not
     model, _ = make((300, 2, 2), seed=5)
