@@ -64,7 +64,8 @@ def tail_factors(R, mean, basis, n_threads=1):
 
 def trailing_bound(R, mean, size):
     """The bound on the last ``size`` coordinates: B = [0 I], T_p the trailing block of R_p
-    (exact, no inverse): for tables whose mixture basis cannot be factored."""
+    (exact, no solve): for searches too small to pay for the mixture's, and for tables whose
+    mixture basis cannot be factored."""
     D = R.shape[1]
     basis = np.zeros((size, D), dtype=R.dtype)
     basis[:, D - size:] = np.eye(size, dtype=R.dtype)

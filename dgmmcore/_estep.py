@@ -13,8 +13,8 @@ CHUNK = _scoring.CHUNK
 _EMPTY_F = np.empty(0)
 _EMPTY_I = np.empty(0, dtype=np.intp)
 # A search for the best of at least PRUNE_MIN_CANDIDATES candidates per row, in at least
-# PRUNE_MIN_FEATURES dimensions, is pruned by a bound on each path's score from the trailing
-# _scoring.TAIL coordinates (see _scoring); with fewer the bound costs more than it saves (the
+# PRUNE_MIN_FEATURES dimensions, is pruned by a bound on each path's score from _scoring.TAIL
+# coordinates of the row (see _scoring, _bound); with fewer the bound costs more than it saves (the
 # heuristic's choice of 100 nodes on a random network: 0.84x), and a task can only stop bounding
 # after its first windows of candidates. The tasks are longer than CHUNK so that the rows a
 # bound leaves in fill the kernel's tiles.

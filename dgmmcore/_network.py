@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from . import _bound
+
 
 def n_paths(layers):
     return int(np.prod(layers, dtype=np.int64))
@@ -151,7 +153,6 @@ class PathTable:
         with ``mixture`` in the T directions of largest variance of the table's mixture (the
         tighter bound; it costs a triangular solve per path), else on the last T coordinates
         (R_p's trailing blocks) unless the mixture's is already built."""
-        from . import _bound
         size = min(int(size), self.n_features)
         cached = self.__dict__.setdefault("_tails", {})
         if ("mixture", size) in cached:
