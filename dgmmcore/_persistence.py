@@ -56,13 +56,18 @@ def atomic_savez(path, arrays, compress=False):
         raise
 
 
-def model_arrays(model, extra=None):
+def model_arrays(model, extra=None, hyperparameters=None):
+    """The arrays of ``model``'s file; ``hyperparameters`` (name -> value) stand in for the
+    model's own where given (a checkpoint written mid-fit saves the caller's settings, not
+    the temporary ones the fit runs with)."""
     from . import __version__
+    own = {k: getattr(model, k) for k in HYPERPARAMETERS}
+    own.update(hyperparameters or {})
     meta = {
         "magic": _MAGIC,
         "layers": [int(n) for n in model.weights_.shape],
         "n_features": int(model.n_features_in_),
-        "hyperparameters": {k: _jsonable(getattr(model, k)) for k in HYPERPARAMETERS},
+        "hyperparameters": {k: _jsonable(v) for k, v in own.items()},
         "history": getattr(model, "history_", None),
         "n_iter": getattr(model, "n_iter_", None),
         "converged": getattr(model, "converged_", None),

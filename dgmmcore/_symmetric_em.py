@@ -191,30 +191,25 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
                 break
             prev = objective
             if checkpoint is not None and r < n_rounds:
-                write_checkpoint(checkpoint, sym, saved, history, prev, rng, searcher)
+                own = dict(zip(("max_iter", "random_state", "verbose"), saved[1:]))
+                write_checkpoint(checkpoint, sym, own, history, prev, rng, searcher)
     finally:
         model.warm_start, model.max_iter, model.random_state, model.verbose = saved
     return history
 
 
-def write_checkpoint(path, sym, hyperparameters, history, prev, rng, searcher):
+def write_checkpoint(path, sym, own, history, prev, rng, searcher):
     """``sym`` after a round as a model file (``load`` returns the SymmetrizedModel) with what
     a resumed fit needs to go on exactly: the rounds' history and last objective, the random
     generator, each row's last symmetry and, for the heuristic, every (row, g)'s last path.
-    ``hyperparameters``: the network's own (warm_start, max_iter, random_state, verbose),
-    which a round replaces while it runs."""
+    ``own``: the network's own hyperparameters (name -> value) that a round replaces while
+    it runs; the file keeps these."""
     from ._persistence import atomic_savez, model_arrays
-    model = sym.model
-    during = (model.warm_start, model.max_iter, model.random_state, model.verbose)
-    model.warm_start, model.max_iter, model.random_state, model.verbose = hyperparameters
-    try:
-        state = {"rounds": completed_rounds(history), "previous_objective": prev,
-                 "search": searcher.search, "rng_state": rng.bit_generator.state}
-        arrays = model_arrays(model, {"symmetries": list(sym.symmetries),
+    state = {"rounds": completed_rounds(history), "previous_objective": prev,
+             "search": searcher.search, "rng_state": rng.bit_generator.state}
+    arrays = model_arrays(sym.model, {"symmetries": list(sym.symmetries),
                                       "symmetric_history": history,
-                                      "symmetric_checkpoint": state})
-    finally:
-        model.warm_start, model.max_iter, model.random_state, model.verbose = during
+                                      "symmetric_checkpoint": state}, hyperparameters=own)
     arrays["symmetric_which"] = np.asarray(searcher.last_which, dtype=np.int8)
     if searcher.per_symmetry is not None:
         # path numbers fit int32 for any network that fits in memory: half the bytes
