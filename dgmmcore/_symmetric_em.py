@@ -112,8 +112,9 @@ def canonical_rows(X, which, symmetries):
 
 
 def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, block_rows,
-                    cold_restarts=None, checkpoint=None, resume=None):
-    """The work of SymmetrizedModel.fit (see there); returns the history (one dict per search).
+                    cold_restarts=None, checkpoint=None, resume=None, history=None):
+    """The work of SymmetrizedModel.fit (see there): appends to ``history`` one dict per
+    search (a resumed fit's earlier ones first) and returns it.
     The heuristic's search state stays on ``sym`` (``_search_state``): a later fit on as many
     rows starts every (row, g) pair warm from it, as DeepGMM's warm start does its paths.
     ``checkpoint``: a path written after every round; ``resume``: the state read back from
@@ -131,7 +132,8 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
         model.fit(X)  # the plain fit initialises the network
     sym._check_network()
     layers = tuple(model.weights_.shape)
-    history, prev, first_round = [], None, 0
+    history = [] if history is None else history
+    prev, first_round = None, 0
     if resume is not None:
         search = check_resume_state(resume, search, len(X), len(sym.symmetries), layers)
         searcher = SymmetrySearch(sym.symmetries, layers, search, len(X))
@@ -139,7 +141,8 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
         if searcher.per_symmetry is not None:
             searcher.per_symmetry[:] = resume["per_symmetry"]
         rng = restored_generator(resume["rng_state"])
-        history, prev = list(resume["history"]), resume["previous_objective"]
+        history.extend(resume["history"])
+        prev = resume["previous_objective"]
         first_round = resume["rounds"]
     else:
         if search is None:

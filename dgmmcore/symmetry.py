@@ -13,6 +13,7 @@ GMM: the network with one more layer, nearest the data, of |G| fixed nodes (the 
 each with prior 1 / |G|): |G| times the paths, no more parameters.
 """
 import math
+import warnings
 
 import numpy as np
 from scipy.special import logsumexp
@@ -137,9 +138,11 @@ class SymmetrizedModel:
         X is read into memory (memory maps too), with a copy of its rows seen through their
         symmetries. Sets ``history_`` (per search: objective, the fraction of rows whose
         symmetry changed, rows per symmetry, seconds) and ``objective_``: the mean over rows
-        of the best pair's log-density, log(1/|G|) + log pi_p + log N(g x | p).
+        of the best pair's log-density, log(1/|G|) + log pi_p + log N(g x | p). Interrupted
+        (Ctrl-C), it warns and re-raises with the network after the last whole round and
+        ``history_`` holding the rounds done (no ``objective_``: no search scored them).
         """
-        from ._symmetric_em import fit_symmetrized
+        from ._symmetric_em import completed_rounds, fit_symmetrized
         block_rows = check_int(block_rows, "block_rows", minimum=1)
         cold_restarts = check_int(cold_restarts, "cold_restarts", minimum=0, allow_none=True)
         state = None
@@ -148,9 +151,20 @@ class SymmetrizedModel:
             if state is None:
                 raise ValueError("resume=True needs a SymmetrizedModel loaded from a checkpoint "
                                  "file (fit(..., checkpoint=PATH) writes them)")
-        self.history_ = fit_symmetrized(self, X, n_rounds, search, tol, final_search,
-                                        random_state, block_rows, cold_restarts, checkpoint,
-                                        state)
+        rounds = []  # filled round by round: an interrupted fit keeps the rounds done
+        try:
+            fit_symmetrized(self, X, n_rounds, search, tol, final_search, random_state,
+                            block_rows, cold_restarts, checkpoint, state, rounds)
+        except KeyboardInterrupt:
+            # the network holds the parameters after the last whole round (an interrupted
+            # network iteration is undone); no search has scored them
+            self.history_ = rounds
+            self.__dict__.pop("objective_", None)
+            warnings.warn(f"fit interrupted: the network holds the parameters after "
+                          f"{completed_rounds(rounds)} completed rounds", RuntimeWarning,
+                          stacklevel=2)
+            raise
+        self.history_ = rounds
         self.objective_ = self.history_[-1]["objective"]
         self._resume_state = None
         return self

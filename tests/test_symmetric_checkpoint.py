@@ -53,13 +53,18 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_result(search, tmp_path
     X = symmetric_data(1500, 21)
     whole = fit(fresh(), X, n_rounds=4, search=search)
     path = tmp_path / "ckpt.npz"
+    stopped = fresh()
     with monkeypatch.context() as m:
         interrupt_at_round(m, 2)
-        with pytest.raises(KeyboardInterrupt):
-            fit(fresh(), X, n_rounds=4, search=search, checkpoint=path)
+        with pytest.raises(KeyboardInterrupt), pytest.warns(RuntimeWarning, match="after 2 "):
+            fit(stopped, X, n_rounds=4, search=search, checkpoint=path)
     back = dgmmcore_load(path)
     assert isinstance(back, SymmetrizedModel) and back.symmetries == SYMMETRIES
     assert [r["round"] for r in back.history_] == [0, 1]  # the two rounds completed
+    # the interrupted model itself holds what its checkpoint holds
+    assert json.dumps(stopped.history_) == json.dumps(back.history_)
+    assert not hasattr(stopped, "objective_")
+    np.testing.assert_array_equal(stopped.model.transforms_[0], back.model.transforms_[0])
     # the network's own settings are in the file, not the ones a round runs with
     assert (back.model.max_iter, back.model.random_state, back.model.warm_start) == (3, 0, False)
     resumed = fit(back, X, n_rounds=4, checkpoint=path, resume=True)
