@@ -265,7 +265,8 @@ def cmd_info(args):
     print(f"model file: {args.model}")
     network = model.model if isinstance(model, SymmetrizedModel) else model
     print(f"layers: {network.layers} ({network.n_paths_} paths), {model.n_features_in_} dims, "
-          f"{model.n_parameters()} parameters, prior {network.path_prior}")
+          f"{model.n_parameters()} parameters ({model.n_parameters(identifiable=True)} "
+          f"identifiable), prior {network.path_prior}")
     if network is not model:
         print(f"averaged over {len(model.symmetries)} symmetries of the square: "
               f"{', '.join(model.symmetries)} ({model.n_paths_} paths)")

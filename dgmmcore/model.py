@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _distributed, _em, _estep, _impute, _mstep
 from ._data import RowSource
+from ._estimator import EstimatorParams, InformationCriteria, identifiable_parameters
 from ._executor import EStepConfig, LocalExecutor
 from ._network import (PathTable, forward_nodes, invert_nodes, n_paths, ravel_paths,
                        unravel_paths)
@@ -18,7 +19,7 @@ class NotFittedError(ValueError, AttributeError):
     """Raised when a model is used before ``fit`` or ``from_params`` gave it parameters."""
 
 
-class DeepGMM:
+class DeepGMM(EstimatorParams, InformationCriteria):
     """Deep Gaussian Mixture Model (van den Oord & Schrauwen, NIPS 2014).
 
     A network of ``k`` layers of square affine maps; layer ``j`` has ``N_j`` nodes. Each path
@@ -263,17 +264,22 @@ class DeepGMM:
         self._check_fitted()
         return n_paths(self.weights_.shape)
 
-    def n_parameters(self):
+    def n_parameters(self, identifiable=False):
         """Free parameters: D^2 + D per node, plus the prior (P - 1 joint, sum(N_j - 1)
-        factorized)."""
+        factorized). With ``identifiable``, only as many as the density has degrees of
+        freedom: less the rotations behind the first layer's nodes and the affine maps
+        between layers that cancel (``_estimator.identifiable_parameters``; for (600, 5, 5)
+        on 63 values 1.29M of 2.47M); what ``bic`` and ``aic`` count."""
         self._check_fitted()
         D = self.n_features_in_
-        nodes = sum(a.shape[0] for a in self.transforms_)
+        layers = self.weights_.shape
         if self.layer_weights_ is not None:
             prior = sum(w.size - 1 for w in self.layer_weights_)
         else:
             prior = self.weights_.size - 1
-        return nodes * (D * D + D) + prior
+        if identifiable:
+            return identifiable_parameters(layers, D) + prior
+        return sum(layers) * (D * D + D) + prior
 
     # ------------------------------------------------------------------ training
     def _check_parameters(self):
@@ -545,8 +551,8 @@ class DeepGMM:
     def _gmm(self):
         return self._cached("gmm", DeepGMM.to_gmm)
 
-    def score(self, X):
-        """Mean log-likelihood per row, in nats."""
+    def score(self, X, y=None):
+        """Mean log-likelihood per row, in nats (``y`` is ignored, as in scikit-learn)."""
         s = self.score_samples(X)
         return float(s.mean().compute() if _distributed.is_dask_array(X) else np.mean(s))
 

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ._data import RowSource
+from ._estimator import EstimatorParams, InformationCriteria
 from ._validation import check_int, check_random_state
 from .datasets import symmetric_patches
 
@@ -73,7 +74,7 @@ def check_square(n_features):
                      f"values); this model has {n_features} features")
 
 
-class SymmetrizedModel:
+class SymmetrizedModel(EstimatorParams, InformationCriteria):
     """A fitted DeepGMM of square patches, its density averaged over ``symmetries``:
     log p(x) = logsumexp_g log p_model(g x) - log |G|.
 
@@ -89,12 +90,23 @@ class SymmetrizedModel:
     """
 
     def __init__(self, model, symmetries=SQUARE_SYMMETRIES):
-        if not hasattr(model, "_check_fitted"):
-            raise TypeError(f"model must be a DeepGMM, got {type(model).__name__}")
         self.model = model
-        self.symmetries = _check_symmetries(symmetries)
-        if hasattr(model, "transforms_"):  # an unfitted network waits for fit
+        self.symmetries = symmetries
+        self._check_arguments()
+
+    def _check_arguments(self):
+        if not hasattr(self.model, "_check_fitted"):
+            raise TypeError(f"model must be a DeepGMM, got {type(self.model).__name__}")
+        self.symmetries = _check_symmetries(self.symmetries)
+        if hasattr(self.model, "transforms_"):  # an unfitted network waits for fit
             self._check_network()
+
+    def set_params(self, **params):
+        """As DeepGMM.set_params (``model__max_iter`` sets the network's); the model and the
+        symmetries are checked at once, as by the constructor."""
+        super().set_params(**params)
+        self._check_arguments()
+        return self
 
     def _check_network(self):
         self.model._check_fitted()
@@ -190,9 +202,10 @@ class SymmetrizedModel:
     def n_threads(self, value):
         self.model.n_threads = value
 
-    def n_parameters(self):
-        """The network's free parameters: the symmetry layer has none."""
-        return self.model.n_parameters()
+    def n_parameters(self, identifiable=False):
+        """The network's free parameters (see DeepGMM.n_parameters): the symmetry layer has
+        none."""
+        return self.model.n_parameters(identifiable)
 
     def score_samples(self, X):
         """log p_G(x) for each row (natural log). X as for DeepGMM.score_samples (an array,
@@ -205,8 +218,8 @@ class SymmetrizedModel:
             out[lo:hi] = averaged_log_density(seen)
         return out
 
-    def score(self, X):
-        """Mean log-likelihood per row, in nats."""
+    def score(self, X, y=None):
+        """Mean log-likelihood per row, in nats (``y`` is ignored, as in scikit-learn)."""
         return float(np.mean(self.score_samples(X)))
 
     def sample(self, n_samples=1, random_state=None):
