@@ -1,10 +1,12 @@
 """E-step: the paper's heuristic path search against the exact (full) search.
 
 Layers (100, 5, 5) (2,500 paths) at D = 63, n = 1,000,000 rows at the top thread count in the
-full run (issue 3's iteration; 200,000 rows at fewer threads, to save time). The heuristic is timed in its steady state: warm-started from the paths of a
+full run (issue 3's iteration; 200,000 rows at fewer threads, to save time). The heuristic is
+timed in its steady state: warm-started from the paths of a
 previous heuristic E-step on the same data (one warm pass + one random restart for two passes,
 the paper's protocol), so it scores 3 x sum(N_j) = 330 candidates per row; the full search
-scores all P paths per row (``exact_scores``: the argmax alone, as the full E-step). Reported per search: seconds
+scores all P paths per row (``exact_scores``: the argmax alone, as the full E-step). Reported
+per search: seconds
 per E-step, path evaluations/s, GFLOP/s counting 2 D^2 flops per evaluation, and the fraction
 of the DGEMM peak at the same thread count (target for the heuristic: >= 50%). The pure-numpy
 heuristic of ``numpy_dgmm`` (grouped GEMMs) is timed on the same rows as the reference, on a
@@ -78,14 +80,17 @@ def run(ctx):
                         evals_per_row=per_row_heur, switch_rate=switch))
         rows.append(row(NAME, f"heuristic {layers} n={n_t}", f"eval/s {t}thr", rate, "eval/s",
                         ref="full search", ref_value=rate_full, threads=t))
-        rows.append(row(NAME, f"heuristic {layers} n={n_t}", f"GFLOP/s (2D^2) {t}thr", rate * flop / 1e9,
-                        "GFLOP/s", ref=f"DGEMM peak {t}thr", ref_value=pk, headline=(t == ctx.max_threads),
+        rows.append(row(NAME, f"heuristic {layers} n={n_t}", f"GFLOP/s (2D^2) {t}thr",
+                        rate * flop / 1e9, "GFLOP/s", ref=f"DGEMM peak {t}thr", ref_value=pk,
+                        headline=(t == ctx.max_threads),
                         target_ratio=0.5, threads=t, frac_peak_D2=rate * D * D / 1e9 / pk))
-        rows.append(row(NAME, f"heuristic {layers} n={n_t}", f"GFLOP/s (D^2) {t}thr", rate * D * D / 1e9,
-                        "GFLOP/s", ref=f"DGEMM peak {t}thr", ref_value=pk, headline=(t == ctx.max_threads),
+        rows.append(row(NAME, f"heuristic {layers} n={n_t}", f"GFLOP/s (D^2) {t}thr",
+                        rate * D * D / 1e9, "GFLOP/s", ref=f"DGEMM peak {t}thr", ref_value=pk,
+                        headline=(t == ctx.max_threads),
                         target_ratio=0.5, threads=t,
                         note="D^2 flops per evaluation: the kernel applies triangular factors"))
-        rows.append(row(NAME, f"full search {layers} n={n_full}", f"s/E-step {t}thr", mf["median"], "s",
+        rows.append(row(NAME, f"full search {layers} n={n_full}", f"s/E-step {t}thr",
+                        mf["median"], "s",
                         timing=mf, threads=t, n=n_full, paths=P, evals_per_row=P,
                         seconds_at_n=sec_full_n, n_scaled=n_t))
         rows.append(row(NAME, f"full search {layers} n={n_full}", f"GFLOP/s (2D^2) {t}thr",

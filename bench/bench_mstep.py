@@ -10,7 +10,8 @@ moment S'_g of n_g points v ~ N(mu_g, diag(0.5..1.5)). For growing G:
   the same iterates; assembly included for the Kronecker one), with the evaluation count;
 - what ``mstep='auto'`` (the package's cost model ``choose_method``) would pick.
 Rows compare 'groups' (value) with 'kronecker' (reference): ratio = kronecker time / groups
-time, so ratio > 1 means the per-group form is faster. The crossover is the smallest G at which the Kronecker form is faster. Single-threaded (BLAS
+time, so ratio > 1 means the per-group form is faster. The crossover is the smallest G at which
+the Kronecker form is faster. Single-threaded (BLAS
 1 thread): the M-step runs the nodes of a layer in parallel, one node per thread.
 """
 import numpy as np
@@ -28,7 +29,8 @@ def node_problem(G, D, rng):
     mu = 0.3 * rng.standard_normal((G, D))
     var = 0.5 + rng.random((G, D))
     s1 = n[:, None] * mu
-    s2 = n[:, None, None] * (np.einsum("gi,ij->gij", var, np.eye(D)) + mu[:, :, None] * mu[:, None, :])
+    s2 = n[:, None, None] * (np.einsum("gi,ij->gij", var, np.eye(D))
+                             + mu[:, :, None] * mu[:, None, :])
     S = np.empty((G, D + 1, D + 1))
     S[:, :D, :D] = s2
     S[:, :D, D] = s1
@@ -79,7 +81,8 @@ def run(ctx):
             mk = measure(lambda: kron(x0), reps, ctx.warmup, 1)
             auto = choose_method(G, D, maxiter) if choose_method else None
             rows.append(row(NAME, case, "s/eval groups", mg["median"], "s", ref="kronecker",
-                            ref_value=mk["median"], ratio=mk["median"] / mg["median"], timing=mg, groups=G, D=D,
+                            ref_value=mk["median"], ratio=mk["median"] / mg["median"], timing=mg,
+                            groups=G, D=D,
                             kron_assembly_seconds=mb["median"], agree=agree, auto_choice=auto))
             rows.append(row(NAME, case, "kron assembly", mb["median"], "s", groups=G, D=D,
                             timing=mb))
@@ -92,8 +95,9 @@ def run(ctx):
                 rg, rk = mlg["result"], mlk["result"]
                 rows.append(row(NAME, case, "s/node L-BFGS-B groups", mlg["median"], "s",
                                 ref="kronecker (incl. assembly)", ref_value=mlk["median"],
-                                ratio=mlk["median"] / mlg["median"], timing=mlg, groups=G, D=D, nfev_groups=int(rg.nfev),
-                                nfev_kron=int(rk.nfev), nit_groups=int(rg.nit), nit_kron=int(rk.nit),
+                                ratio=mlk["median"] / mlg["median"], timing=mlg, groups=G, D=D,
+                                nfev_groups=int(rg.nfev), nfev_kron=int(rk.nfev),
+                                nit_groups=int(rg.nit), nit_kron=int(rk.nit),
                                 f_groups=float(rg.fun), f_kron=float(rk.fun), maxiter=maxiter,
                                 auto_choice=auto))
                 if crossover_node is None and mlk["median"] < mlg["median"]:

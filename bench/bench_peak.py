@@ -50,6 +50,7 @@ def run(ctx):
         rows += _scipy_blas_rows(ctx, dtype, tag)
         if len(ctx.threads) > 1:
             lo, hi = min(ctx.threads), max(ctx.threads)
-            rows.append(row(NAME, f"{tag} scaling", f"{hi} vs {lo} thr", ctx.peak(dtype, hi), "GFLOP/s",
-                            ref=f"{lo} thr", ref_value=ctx.peak(dtype, lo), dtype=np.dtype(dtype).name))
+            rows.append(row(NAME, f"{tag} scaling", f"{hi} vs {lo} thr", ctx.peak(dtype, hi),
+                            "GFLOP/s", ref=f"{lo} thr", ref_value=ctx.peak(dtype, lo),
+                            dtype=np.dtype(dtype).name))
     return rows

@@ -76,7 +76,8 @@ def memory(op, n, layers, D, t, lbfgs=20, timeout=1800):
     # (a checkout's dgmmcore/ without built extensions would shadow an installed one)
     import dgmmcore
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(dgmmcore.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=timeout, env=env, cwd=tempfile.gettempdir())
     if res.returncode != 0:
@@ -103,7 +104,8 @@ def run(ctx):
     D = ctx.pick(16, 63, 63)
     t = ctx.max_threads
     score_layers = ctx.pick((4, 3, 2), (4, 5, 5), (4, 5, 5))
-    score_ns = ctx.pick([500, 2_000], [5_000, 15_000, 50_000], [10_000, 100_000, 300_000, 1_000_000])
+    score_ns = ctx.pick([500, 2_000], [5_000, 15_000, 50_000],
+                        [10_000, 100_000, 300_000, 1_000_000])
     fit_layers = ctx.pick((2, 2, 2), (10, 5, 5), (10, 5, 5))
     fit_ns = ctx.pick([1_000, 3_000], [5_000, 15_000, 50_000], [10_000, 100_000, 1_000_000])
     path_ks = ctx.pick([2, 4], [2, 10, 20], [2, 10, 20, 40, 100])
@@ -185,7 +187,8 @@ def run(ctx):
             return f
         speedup(f"score_samples n={n} P={P}", score_at)
         speedup(f"heuristic E-step n={n} P={P}",
-                lambda tt: lambda: _estep.heuristic_estep(table, X, prev, np.random.default_rng(2), tt))
+                lambda tt: lambda: _estep.heuristic_estep(table, X, prev,
+                                                          np.random.default_rng(2), tt))
         speedup(f"hard_stats n={n} P={P}", lambda tt: lambda: hard_stats(X, flat, P, shift, tt))
         model.n_threads = t
         n_fit = fit_ns[1]
@@ -202,6 +205,7 @@ def run(ctx):
             rows.append(row(NAME, f"peak memory {op} {tuple(layers)}", f"extra MB n={n}",
                             rec["extra_mb"], "MB", n=n, op=op, layers=list(layers),
                             series=f"memory_{op}", **rec))
-            ctx.log(f"memory {op} n={n}: +{rec['extra_mb']:.1f} MB over {rec['rss_before_mb']:.0f} MB "
+            ctx.log(f"memory {op} n={n}: +{rec['extra_mb']:.1f} MB over "
+                    f"{rec['rss_before_mb']:.0f} MB "
                     f"(data {rec['data_mb']:.1f} MB)")
     return rows

@@ -168,7 +168,8 @@ def run(ctx):
                     ratio_vs_sklearn_best_threads=(r64 / best_sk) if best_sk else None, **fr64))
     if best_sk and "sklearn_lo" in ms:
         rows.append(row(NAME, case, f"dgmmcore f64 {t}thr vs sklearn's best", r64, "eval/s",
-                        ref="sklearn f64, best of " + "/".join(str(x) for x in sorted({lo, t})) + " thr",
+                        ref=("sklearn f64, best of "
+                             + "/".join(str(x) for x in sorted({lo, t})) + " thr"),
                         ref_value=best_sk, headline=True, threads=t))
     rows.append(row(NAME, case, f"dgmmcore f32 {t}thr", r32, "eval/s", ref="dgmmcore f64",
                     ref_value=r64, timing=ms["f32"], headline=True, target_ratio=1.7,

@@ -270,7 +270,8 @@ def machine_info():
     try:
         with open("/proc/cpuinfo") as f:
             text = f.read()
-        names = [l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")]
+        names = [l.split(":", 1)[1].strip() for l in text.splitlines()
+                 if l.startswith("model name")]
         info["cpu_model"] = names[0] if names else platform.processor()
         flags = next((l.split(":", 1)[1].split() for l in text.splitlines()
                       if l.startswith("flags")), [])
@@ -454,7 +455,8 @@ def format_table(rows, columns=("bench", "case", "metric", "value", "ref", "ref_
             (f"{r['ratio']:.2f}x" if r.get("ratio") is not None else ""),
         ])
     head = ["bench", "case", "metric", "value", "reference", "ref value", "ratio"]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)] if body else [len(h) for h in head]
+    widths = ([max(len(str(x)) for x in col) for col in zip(head, *body)] if body
+              else [len(h) for h in head])
     lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
     lines.append("  ".join("-" * w for w in widths))
     for b in body:

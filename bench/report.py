@@ -70,7 +70,8 @@ def machine_line(data):
             f"{' (' + ', '.join(sorted(set(blas))) + ')' if blas else ''}. "
             f"numpy GEMM peak (best of repeats), GFLOP/s: {pk or 'not measured'}. "
             f"Mode `{env['mode']}`, median of {env['repeats']} repeats after {env['warmup']} "
-            f"warm-up; load average at start {', '.join(f'{x:.1f}' for x in m.get('loadavg', []))}.")
+            f"warm-up; load average at start "
+            f"{', '.join(f'{x:.1f}' for x in m.get('loadavg', []))}.")
 
 
 def headline_section(data):
@@ -99,8 +100,9 @@ def scoring_pivot(data):
                  ("numpy", "float64", t)]
     by = {(r["impl"], r["dtype"], r["threads"], r["paths"]): r for r in rows}
     paths = sorted({r["paths"] for r in rows})
-    header = ["paths"] + [f"{i} {'f32' if d == 'float32' else 'f64'} {t}thr" for i, d, t in cols] + \
-             [f"f64 vs sklearn {t}thr" for t in threads] + [f"f64 % DGEMM peak {t}thr" for t in threads]
+    header = (["paths"] + [f"{i} {'f32' if d == 'float32' else 'f64'} {t}thr" for i, d, t in cols]
+              + [f"f64 vs sklearn {t}thr" for t in threads]
+              + [f"f64 % DGEMM peak {t}thr" for t in threads])
     body = []
     for P in paths:
         line = [P]
@@ -215,7 +217,8 @@ def plots(data, out_dir, mode):
     if mem:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         for key in sorted({r["series"] for r in mem}):
-            pts = sorted((r["n"], r["value"], r.get("data_mb", 0)) for r in mem if r["series"] == key)
+            pts = sorted((r["n"], r["value"], r.get("data_mb", 0)) for r in mem
+                         if r["series"] == key)
             ax.plot([n for n, _, _ in pts], [v for _, v, _ in pts], marker="o",
                     label=key.replace("memory_", "") + " (peak extra)")
         pts = sorted({(r["n"], r.get("data_mb", 0)) for r in mem})
@@ -231,14 +234,16 @@ def plots(data, out_dir, mode):
     ms = [r for r in rows_of(data, "mstep") if r.get("groups")]
     if ms:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        ev = sorted((r["groups"], r["value"], r["ref_value"]) for r in ms if r["metric"] == "s/eval groups")
+        ev = sorted((r["groups"], r["value"], r["ref_value"]) for r in ms
+                    if r["metric"] == "s/eval groups")
         nd = sorted((r["groups"], r["value"], r["ref_value"]) for r in ms
                     if r["metric"].startswith("s/node"))
         if ev:
             ax.plot([g for g, _, _ in ev], [a for _, a, _ in ev], "o-", label="groups: per eval")
             ax.plot([g for g, _, _ in ev], [b for _, _, b in ev], "s-", label="kronecker: per eval")
         if nd:
-            ax.plot([g for g, _, _ in nd], [a for _, a, _ in nd], "o--", label="groups: L-BFGS-B node")
+            ax.plot([g for g, _, _ in nd], [a for _, a, _ in nd], "o--",
+                    label="groups: L-BFGS-B node")
             ax.plot([g for g, _, _ in nd], [b for _, _, b in nd], "s--",
                     label="kronecker: L-BFGS-B node (+assembly)")
         ax.set_xscale("log")

@@ -43,7 +43,8 @@ CHILD = textwrap.dedent("""
         m.impute(X[:9], mask, return_loglik=True)
         G = 3
         out = np.empty((D * (D + 1), D * (D + 1)))
-        _stats.kron_assemble(rng.random((G, D, D)), rng.random((G, D + 1, D + 1)), np.ones(G), out, 2)
+        _stats.kron_assemble(rng.random((G, D, D)), rng.random((G, D + 1, D + 1)), np.ones(G),
+                             out, 2)
     m = DeepGMM((2, 2), max_iter=2, random_state=0).fit(rng.standard_normal((200, 3)))
     if failures:
         print("UNRAISABLE", failures[:3]); sys.exit(3)
@@ -69,4 +70,5 @@ def test_kernels_under_bounds_checks(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(build))
     res = subprocess.run([sys.executable, "-c", CHILD, str(build)], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0 and "BOUNDS OK" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0 and "BOUNDS OK" in res.stdout, (
+        res.stdout[-3000:] + res.stderr[-3000:])

@@ -59,7 +59,8 @@ def test_fit_score_sample_info_on_npy(tmp_path, capsys):
     assert f"{model.score(X):.4f}" in s
     assert main(["info", str(out)]) == 0
     assert "(2, 2)" in capsys.readouterr().out
-    assert main(["sample", str(out), "-n", "5", "--npy", str(tmp_path / "s.npy"), "--seed", "0"]) == 0
+    assert main(["sample", str(out), "-n", "5", "--npy", str(tmp_path / "s.npy"),
+                 "--seed", "0"]) == 0
     assert np.load(tmp_path / "s.npy").shape == (5, 3)
     # resume continues from the saved model
     assert main(["fit", "--data", str(tmp_path / "x.npy"), "--iters", "1", "--resume", str(out),
@@ -68,7 +69,8 @@ def test_fit_score_sample_info_on_npy(tmp_path, capsys):
     # a checkpoint resumes its run and ends where the uninterrupted fit ends
     ck = tmp_path / "ck.npz"
     args = ["fit", "--data", str(tmp_path / "x.npy"), "--layers", "2,2", "--seed", "1"]
-    assert main(args + ["--iters", "2", "--checkpoint", str(ck), "--out", str(tmp_path / "a.npz")]) == 0
+    assert main(args + ["--iters", "2", "--checkpoint", str(ck),
+                        "--out", str(tmp_path / "a.npz")]) == 0
     assert main(args + ["--iters", "4", "--resume", str(ck), "--out", str(tmp_path / "b.npz")]) == 0
     assert main(args + ["--iters", "4", "--out", str(tmp_path / "c.npz")]) == 0
     b, c = load(tmp_path / "b.npz"), load(tmp_path / "c.npz")
@@ -117,7 +119,8 @@ def test_denoise_and_inpaint_commands(tmp_path, capsys):
     noisy = np.clip(clean + rng.normal(0, 15, clean.shape), 0, 255).astype(np.uint8)
     Image.fromarray(clean).save(tmp_path / "clean.png")
     Image.fromarray(noisy).save(tmp_path / "noisy.png")
-    Image.fromarray(((rng.random(clean.shape) < 0.3) * 255).astype(np.uint8)).save(tmp_path / "m.png")
+    Image.fromarray(((rng.random(clean.shape) < 0.3) * 255).astype(np.uint8)).save(
+        tmp_path / "m.png")
     assert main(["denoise", str(tmp_path / "p.npz"), str(tmp_path / "noisy.png"), "--sigma", "15",
                  "-o", str(tmp_path / "d.png"), "--clean", str(tmp_path / "clean.png")]) == 0
     assert "PSNR" in capsys.readouterr().out

@@ -265,7 +265,8 @@ def test_table1_add_fresh_then_soft_iterations_draw_the_fresh_rows_once(tmp_path
         paths = np.stack(np.unravel_index(f["checkpoint_paths"], (3, 2)), axis=1)
     model.warm_start, model.max_iter, model.n_threads, model.truncation = True, 1, 1, 2
     model.fit(np.concatenate([X, fresh]), init_paths=paths, final_estep=False)
-    soft = dgmmcore.load(str(tmp_path / "bsds300-grown-3x2-n1200-s0-plus600-trunc2-soft1.model.npz"))
+    soft = dgmmcore.load(
+        str(tmp_path / "bsds300-grown-3x2-n1200-s0-plus600-trunc2-soft1.model.npz"))
     for a, b in zip(soft.transforms_, model.transforms_):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     rows = json.loads((tmp_path / "bsds300.json").read_text())["models"]

@@ -50,7 +50,8 @@ def test_mixture_imputation_matches_brute_force():
         np.testing.assert_allclose(ll[i], logsumexp(comp), rtol=1e-10)
         if m.any():
             post = np.exp(comp - logsumexp(comp))
-            cond = np.array([mu[m] + C[np.ix_(m, o)] @ np.linalg.solve(C[np.ix_(o, o)], X[i, o] - mu[o])
+            cond = np.array([mu[m] + C[np.ix_(m, o)] @ np.linalg.solve(C[np.ix_(o, o)],
+                                                                       X[i, o] - mu[o])
                              for mu, C in zip(means, covs)])
             np.testing.assert_allclose(filled[i, m], post @ cond, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ll[1], model.score_samples(X[1:2])[0], rtol=1e-10)

@@ -61,7 +61,8 @@ CHILD = textwrap.dedent("""
 def test_sigint_leaves_a_usable_model_and_a_checkpoint(tmp_path):
     ck, saved = tmp_path / "ck.npz", tmp_path / "after.npz"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dgmmcore.__file__)))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(ck), str(saved)], env=env, cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(ck), str(saved)], env=env,
+                            cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not ck.exists() and time.time() < deadline and proc.poll() is None:

@@ -2,7 +2,8 @@
 
     python bench/experiments/bsds300.py table1  [--root R] [--train N] [--test N] [--iters K]
     python bench/experiments/bsds300.py gaps    (same options: a trained network's likelihood
-                                                 on training, train-image, validation and test patches)
+                                                 on training, train-image, validation and
+                                                 test patches)
     python bench/experiments/bsds300.py figure4 [--dataset bsds300|lowres] ...
     python bench/experiments/bsds300.py figure2 ...
     python bench/experiments/bsds300.py paired --files A.model.npz B.model.npz
@@ -843,7 +844,8 @@ def plot_figure4(rows, dataset):
         return
     # separate y axes: validation and test images differ by up to 12 nats (lowres)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, key, label in ((axes[0], "valid_loglik", "validation"), (axes[1], "test_loglik", "test")):
+    for ax, key, label in ((axes[0], "valid_loglik", "validation"),
+                           (axes[1], "test_loglik", "test")):
         for depth in (1, 2, 3):
             pts = sorted((r["top"], r[key]) for r in rows if r["depth"] == depth and key in r)
             if pts:

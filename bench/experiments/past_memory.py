@@ -178,12 +178,14 @@ def main(argv=None):
         if tmpdir:
             os.remove(path)
             os.rmdir(tmpdir)
-    result.update({"file_bytes": size, "limit_bytes": (args.limit_mb << 20) if cgroup.path else None,
+    result.update({"file_bytes": size,
+                   "limit_bytes": (args.limit_mb << 20) if cgroup.path else None,
                    "layers": [int(t) for t in args.layers.split(",")],
                    "np_load_in_same_limit": "completed" if control.returncode == 0
                    else f"killed or failed (rc {control.returncode})",
                    "machine": machine()})
-    print(f"fit of {result['rows']} rows ({size / 2**30:.2f} GiB) under a {args.limit_mb} MiB limit: "
+    print(f"fit of {result['rows']} rows ({size / 2**30:.2f} GiB) under a "
+          f"{args.limit_mb} MiB limit: "
           f"{result['fit_seconds']:.0f} s for {result['iterations']} iterations, scoring "
           f"{result['score_seconds']:.0f} s; peak anonymous memory "
           f"{result['peak_rss_anon'] / 2**20:.0f} MiB; np.load in the same limit: "
