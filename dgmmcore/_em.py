@@ -9,6 +9,7 @@ from . import _mstep
 from ._executor import EStepConfig
 from ._init import MAX_INIT_ROWS, initialize
 from ._network import forward_nodes, invert_nodes
+from ._validation import check_layers
 
 
 # A warm start on rows without paths (new data, or a network just grown by deepen) begins
@@ -43,7 +44,7 @@ class EMRun:
         self.config = EStepConfig.of(model)
         self.rng = rng
         self.n_threads = n_threads
-        self.layers = tuple(model.layers)
+        self.layers = check_layers(model.layers)
         self.P = int(np.prod(self.layers))
         self.history = []
         self.objective = -np.inf

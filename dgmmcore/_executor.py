@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _estep, _suffstats
 from ._network import PathTable, ravel_paths, unravel_paths
+from ._validation import check_layers
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class EStepConfig:
 
     @classmethod
     def of(cls, model):
-        return cls(model.estep, tuple(model.layers), model.warm_passes, model.n_restarts,
+        return cls(model.estep, check_layers(model.layers), model.warm_passes, model.n_restarts,
                    model.restart_passes, model.truncation or 0, model.rerank_every)
 
 

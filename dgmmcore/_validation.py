@@ -13,17 +13,23 @@ def check_data(X, name="X", n_features=None, dtypes=(np.float64, np.float32), mi
     """
     if isinstance(X, (str, bytes)):
         raise TypeError(f"{name} must be a 2-D array of numbers, got a string")
+    if hasattr(X, "tocsr") and hasattr(X, "nnz"):  # scipy.sparse, without importing it
+        raise TypeError(f"{name} is a sparse matrix: sparse input is not supported (the "
+                        f"model is dense); pass {name}.toarray()")
     try:
         arr = np.asarray(X)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in arr.flat):
+        arr = arr.astype(np.float64)  # numbers held as objects (say, from a pandas frame)
     kind = arr.dtype.kind
     if kind == "c":
         raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
     if kind not in "fiub":
         raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
-        hint = (" (reshape 1-D data with X.reshape(-1, 1) or X.reshape(1, -1))"
+        hint = (". Reshape your data with X.reshape(-1, 1) (one feature) or X.reshape(1, -1) "
+                "(one sample)"
                 if arr.ndim == 1 else "")
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
     if arr.shape[1] == 0:

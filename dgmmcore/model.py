@@ -239,8 +239,12 @@ class DeepGMM(EstimatorParams, InformationCriteria):
         self.weights_ = frozen(weights)
         self.layer_weights_ = None if layer_weights is None else [frozen(w) for w in layer_weights]
         self.n_features_in_ = self.transforms_[0].shape[1]
-        self._table = None
+        # caches of this parameter set, filled in place: scoring leaves __dict__ as it is
         self._derived = {}
+
+    def __sklearn_is_fitted__(self):
+        # scikit-learn's check_is_fitted asks this (meta-estimators, pipelines)
+        return hasattr(self, "transforms_")
 
     def _check_fitted(self):
         if not hasattr(self, "transforms_"):
@@ -250,11 +254,12 @@ class DeepGMM(EstimatorParams, InformationCriteria):
     def _path_table(self):
         """Every path's scoring factors, built once per parameter set (see _set_params)."""
         self._check_fitted()
-        if self._table is None:
-            with np.errstate(divide="ignore"):
-                log_w = np.log(self.weights_)
-            self._table = PathTable(self.transforms_, self.biases_, log_w)
-        return self._table
+        return self._cached("table", DeepGMM._build_table)
+
+    def _build_table(self):
+        with np.errstate(divide="ignore"):
+            log_w = np.log(self.weights_)
+        return PathTable(self.transforms_, self.biases_, log_w)
 
     def _threads(self):
         return effective_n_threads(check_n_threads(self.n_threads))
@@ -283,8 +288,9 @@ class DeepGMM(EstimatorParams, InformationCriteria):
 
     # ------------------------------------------------------------------ training
     def _check_parameters(self):
-        """Validate the hyperparameters in one place (they are not touched by __init__)."""
-        self.layers = check_layers(self.layers)
+        """Validate the hyperparameters in one place (they are not touched by __init__, nor
+        changed here: scikit-learn's convention). Returns the layers as a tuple of ints."""
+        layers = check_layers(self.layers)
         check_choice(self.estep, "estep", {"heuristic", "full", "soft"})
         check_choice(self.path_prior, "path_prior", {"joint", "factorized"})
         check_choice(self.mstep, "mstep", {"auto", "groups", "kronecker"})
@@ -307,7 +313,7 @@ class DeepGMM(EstimatorParams, InformationCriteria):
         check_int(self.n_init, "n_init", minimum=1)
         if self.init_layer is not None:
             check_int(self.init_layer, "init_layer")
-            k = len(self.layers)
+            k = len(layers)
             if not -k <= self.init_layer < k:
                 raise ValueError(f"init_layer={self.init_layer} is not a layer of this "
                                  f"{k}-layer network: use 0..{k - 1} or -{k}..-1")
@@ -316,6 +322,7 @@ class DeepGMM(EstimatorParams, InformationCriteria):
         if not self.truncation and not EStepConfig.of(self).searches:
             raise ValueError("the heuristic E-step needs warm_passes >= 1 or n_restarts >= 1 "
                              "(both 0 only with truncation: its candidates are the search)")
+        return layers
 
     def fit(self, X, y=None, *, init_paths=None, checkpoint=None, checkpoint_every=1,
             resume=False, client=None, final_estep=True):
@@ -358,7 +365,7 @@ class DeepGMM(EstimatorParams, InformationCriteria):
         Ctrl-C (KeyboardInterrupt) stops the fit and leaves the model at its last completed
         iteration, usable and saveable; the KeyboardInterrupt is then re-raised.
         """
-        self._check_parameters()
+        layers = self._check_parameters()
         if not final_estep and self.max_iter == 0:
             raise ValueError("final_estep=False with max_iter=0 would run no E-step at all")
         if checkpoint_every is not None:
@@ -371,9 +378,9 @@ class DeepGMM(EstimatorParams, InformationCriteria):
                                  "(fit(..., checkpoint=PATH) writes them)")
         n_features = None
         if (self.warm_start or resume) and hasattr(self, "transforms_"):
-            if tuple(self.weights_.shape) != self.layers:
+            if tuple(self.weights_.shape) != layers:
                 raise ValueError(f"warm_start: the fitted network has layers "
-                                 f"{tuple(self.weights_.shape)}, not {self.layers}")
+                                 f"{tuple(self.weights_.shape)}, not {layers}")
             n_features = self.n_features_in_
         on_dask = client is not None or _distributed.is_dask_array(X)
         if on_dask and self.rerank_every > 1:
@@ -418,9 +425,10 @@ class DeepGMM(EstimatorParams, InformationCriteria):
         """A checkpoint's kept choices of truncated EM, or a ValueError naming the problem (a
         bad file must not index outside the network)."""
         keep = self.truncation or 0
-        wide = [self.layers[j] for j in _estep.ranked_layers(self.layers, keep)]
+        layers = tuple(self.weights_.shape)
+        wide = [layers[j] for j in _estep.ranked_layers(layers, keep)]
         expected = (n_rows, len(wide), keep)
-        if self.rerank_every == 1 or ranked.dtype != _estep.ranking_dtype(self.layers):
+        if self.rerank_every == 1 or ranked.dtype != _estep.ranking_dtype(layers):
             raise ValueError(f"resume: the checkpoint's ranked choices ({ranked.dtype}) do not "
                              f"belong to a run with rerank_every={self.rerank_every}, "
                              f"truncation={self.truncation}")
@@ -492,7 +500,7 @@ class DeepGMM(EstimatorParams, InformationCriteria):
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"X must be (n, {self.n_features_in_}), got shape {X.shape}")
         X = X.rechunk({1: -1})
-        k = len(self.layers)
+        k = self.weights_.ndim
         if best:
             paths = X.map_blocks(lambda b: self.predict(b), chunks=(X.chunks[0], (k,)),
                                  dtype=np.intp)
@@ -501,7 +509,7 @@ class DeepGMM(EstimatorParams, InformationCriteria):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_table"], state["_derived"] = None, {}  # rebuilt where needed (can be large)
+        state["_derived"] = {}  # the path table etc., rebuilt where needed (can be large)
         return state
 
     def score_samples(self, X, mask=None):

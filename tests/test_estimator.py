@@ -12,6 +12,7 @@ from sklearn.mixture import GaussianMixture  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
 
 
 def random_network(layers, D, rng):
@@ -131,3 +132,27 @@ def test_set_params_sets_validates_and_nests():
         sym.set_params(model="gmm")
     with pytest.raises(ValueError, match="not an estimator"):
         sym.set_params(symmetries__x=1)
+
+
+def test_fit_and_scoring_leave_the_constructor_arguments_and_state_alone():
+    # scikit-learn's conventions: fit sets only attributes ending in "_" (layers given as a
+    # list stays that list), scoring changes no attribute (caches fill in place)
+    X = well_separated_mixture(300, 6)
+    layers = [3, 2]
+    model = DeepGMM(layers, max_iter=3, random_state=0, n_threads=1)
+    with pytest.raises(Exception, match="fit"):
+        check_is_fitted(model)
+    model.fit(X)
+    check_is_fitted(model)
+    assert model.layers is layers and model.get_params()["layers"] == [3, 2]
+    before = dict(model.__dict__)
+    model.predict(X), model.score_samples(X), model.predict_proba(X[:5]), model.bic(X)
+    assert model.__dict__.keys() == before.keys()
+    assert all(model.__dict__[k] is v for k, v in before.items())
+
+
+def test_numbers_held_as_objects_score_as_floats():
+    X = well_separated_mixture(200, 7)
+    model = DeepGMM((3,), max_iter=3, random_state=0, n_threads=1).fit(X)
+    as_objects = np.array(X.tolist(), dtype=object)
+    np.testing.assert_array_equal(model.score_samples(as_objects), model.score_samples(X))

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 import dgmmcore
 from dgmmcore import DeepGMM
@@ -28,6 +29,8 @@ BAD_X = [
     (np.full((2, 4), -np.inf), ValueError, "infinity"),
     (np.ones((2, 4)) * 1j, TypeError, "complex"),
     (np.array([[None] * 4], dtype=object), TypeError, "numbers"),
+    (np.array([[1.0, "2", 3, 4]], dtype=object), TypeError, "numbers"),
+    (scipy.sparse.csr_matrix(np.ones((2, 4))), TypeError, "sparse input is not supported"),
     ([[1, 2], [3]], ValueError, "converted"),
     (np.zeros((2, 4), dtype="datetime64[s]"), TypeError, "numbers"),
 ]
@@ -141,7 +144,8 @@ def test_property_based_public_api_in_child_process(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dgmmcore.__file__)))
     res = subprocess.run([sys.executable, "-c", PROPERTY_SCRIPT, tests_dir, "60"],
                          capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
-    assert res.returncode == 0, f"child exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    assert res.returncode == 0, (f"child exited {res.returncode}:\n{res.stdout[-3000:]}\n"
+                                 f"{res.stderr[-3000:]}")
     assert "PROPERTIES OK" in res.stdout
 
 
