@@ -211,6 +211,9 @@ def cmd_score(args):
     s = model.score_samples(X)
     se = s.std(ddof=1) / math.sqrt(len(s)) if len(s) > 1 else float("nan")
     print(f"{len(s)} rows: mean log-likelihood {s.mean():.4f} nats (standard error {se:.4f})")
+    k = model.n_parameters(identifiable=True)  # bic/aic of these scores, not a second pass
+    print(f"BIC {-2 * s.sum() + k * math.log(len(s)):.2f}, AIC {-2 * s.sum() + 2 * k:.2f} "
+          f"({k} identifiable parameters)")
     return 0
 
 

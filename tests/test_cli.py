@@ -57,6 +57,7 @@ def test_fit_score_sample_info_on_npy(tmp_path, capsys):
     assert main(["score", str(out), str(tmp_path / "x.npy")]) == 0
     s = capsys.readouterr().out
     assert f"{model.score(X):.4f}" in s
+    assert f"BIC {model.bic(X):.2f}, AIC {model.aic(X):.2f}" in s
     assert main(["info", str(out)]) == 0
     assert "(2, 2)" in capsys.readouterr().out
     assert main(["sample", str(out), "-n", "5", "--npy", str(tmp_path / "s.npy"),
