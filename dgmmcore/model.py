@@ -15,6 +15,13 @@ from ._validation import (check_choice, check_data, check_float, check_int, chec
                           check_n_threads, check_params, check_random_state)
 
 
+def _same(value, default):
+    try:
+        return bool(value == default) and type(value) is type(default)
+    except (TypeError, ValueError):  # an array or a Generator: show it
+        return False
+
+
 class NotFittedError(ValueError, AttributeError):
     """Raised when a model is used before ``fit`` or ``from_params`` gave it parameters."""
 
@@ -614,4 +621,9 @@ class DeepGMM(EstimatorParams, InformationCriteria):
         save_model(self, path)
 
     def __repr__(self):
-        return f"DeepGMM(layers={self.layers!r}, estep={self.estep!r})"
+        # as scikit-learn prints estimators: the layers, then what differs from the defaults
+        defaults = {name: p.default for name, p in
+                    inspect.signature(type(self).__init__).parameters.items()}
+        changed = [f"{name}={value!r}" for name, value in self.get_params(deep=False).items()
+                   if name != "layers" and not _same(value, defaults[name])]
+        return f"DeepGMM({', '.join([f'layers={self.layers!r}'] + changed)})"

@@ -156,3 +156,10 @@ def test_numbers_held_as_objects_score_as_floats():
     model = DeepGMM((3,), max_iter=3, random_state=0, n_threads=1).fit(X)
     as_objects = np.array(X.tolist(), dtype=object)
     np.testing.assert_array_equal(model.score_samples(as_objects), model.score_samples(X))
+
+
+def test_repr_names_the_layers_and_what_differs_from_the_defaults():
+    assert repr(DeepGMM()) == "DeepGMM(layers=(10, 5, 5))"
+    assert (repr(DeepGMM([600, 5, 5], truncation=20, n_threads=2))
+            == "DeepGMM(layers=[600, 5, 5], truncation=20, n_threads=2)")
+    assert repr(DeepGMM((4,), tol=1)) == "DeepGMM(layers=(4,), tol=1)"  # an int, not 1e-3's type
