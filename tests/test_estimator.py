@@ -162,4 +162,6 @@ def test_repr_names_the_layers_and_what_differs_from_the_defaults():
     assert repr(DeepGMM()) == "DeepGMM(layers=(10, 5, 5))"
     assert (repr(DeepGMM([600, 5, 5], truncation=20, n_threads=2))
             == "DeepGMM(layers=[600, 5, 5], truncation=20, n_threads=2)")
-    assert repr(DeepGMM((4,), tol=1)) == "DeepGMM(layers=(4,), tol=1)"  # an int, not 1e-3's type
+    assert repr(DeepGMM((4,), tol=1e-3)) == "DeepGMM(layers=(4,))"
+    # equal to the default but of another type: shown (fit would refuse a float max_iter)
+    assert repr(DeepGMM((4,), max_iter=100.0)) == "DeepGMM(layers=(4,), max_iter=100.0)"
