@@ -222,6 +222,20 @@ class SymmetrizedModel(EstimatorParams, InformationCriteria):
         """Mean log-likelihood per row, in nats (``y`` is ignored, as in scikit-learn)."""
         return float(np.mean(self.score_samples(X)))
 
+    def predict(self, X, block_rows=1 << 16):
+        """Each row's most probable (path, symmetry): the exact argmax over every pair, as
+        (n, k + 1) ints, the path through the network then the index of the symmetry in
+        ``symmetries`` (the layout ``sample`` returns). Ties keep the earlier symmetry."""
+        from ._network import unravel_paths
+        from ._symmetric_em import SymmetrySearch
+        self._check_network()
+        block_rows = check_int(block_rows, "block_rows", minimum=1)
+        X = RowSource(X, n_features=self.n_features_in_).all_rows()
+        layers = tuple(self.model.weights_.shape)
+        search = SymmetrySearch(self.symmetries, layers, "exact", len(X))
+        which, paths, _ = search.run(self.model, X, 0, block_rows)
+        return np.column_stack([unravel_paths(paths, layers), which])
+
     def sample(self, n_samples=1, random_state=None):
         """Draw ``n_samples`` points: a draw y of the network, seen through g^-1 for a
         uniformly drawn g. Returns (X (n, D), paths (n, k + 1)): each row's path through the

@@ -51,6 +51,19 @@ def test_the_exact_search_finds_each_rows_best_symmetry_and_path(symmetries, dty
     np.testing.assert_allclose(got_score, score, **tol)
 
 
+def test_predict_gives_each_rows_best_path_and_symmetry():
+    model, params = network(seed=5)
+    X = rows(model, 200, 6)
+    symmetries = ("rot90", "identity", "transpose")
+    which, path, _ = brute_force_pairs(X, params, symmetries)
+    got = SymmetrizedModel(model, symmetries).predict(X, block_rows=64)
+    assert got.shape == (200, len(LAYERS) + 1)
+    np.testing.assert_array_equal(got[:, -1], which)
+    np.testing.assert_array_equal(np.ravel_multi_index(got[:, :-1].T, LAYERS), path)
+    with pytest.raises(ValueError, match="features"):
+        SymmetrizedModel(model).predict(X[:, :5])
+
+
 def test_the_heuristic_search_keeps_warm_pairs_and_scores_what_it_chooses():
     model, params = network(seed=3)
     X = rows(model, 300, 2)
