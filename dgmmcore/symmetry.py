@@ -20,6 +20,7 @@ from scipy.special import logsumexp
 
 from ._data import RowSource
 from ._estimator import EstimatorParams, InformationCriteria
+from ._network import unravel_paths
 from ._validation import check_int, check_random_state
 from .datasets import symmetric_patches
 
@@ -226,8 +227,7 @@ class SymmetrizedModel(EstimatorParams, InformationCriteria):
         """Each row's most probable (path, symmetry): the exact argmax over every pair, as
         (n, k + 1) ints, the path through the network then the index of the symmetry in
         ``symmetries`` (the layout ``sample`` returns). Ties keep the earlier symmetry."""
-        from ._network import unravel_paths
-        from ._symmetric_em import SymmetrySearch
+        from ._symmetric_em import SymmetrySearch  # it imports this module
         self._check_network()
         block_rows = check_int(block_rows, "block_rows", minimum=1)
         X = RowSource(X, n_features=self.n_features_in_).all_rows()
