@@ -41,8 +41,11 @@ def test_resume_needs_a_checkpoint():
 
 
 CHILD = textwrap.dedent("""
-    import sys, warnings, numpy as np
+    import signal, sys, warnings, numpy as np
     from dgmmcore import DeepGMM
+    # Ctrl-C raises KeyboardInterrupt even when the tests run as a background job, whose
+    # shell starts them with SIGINT ignored (Python then keeps it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(0, 1, (20000, 6)), rng.normal(3, 0.5, (20000, 6))])
     m = DeepGMM((4, 3, 3), max_iter=100000, tol=0, random_state=3, n_threads=1)
@@ -64,13 +67,16 @@ def test_sigint_leaves_a_usable_model_and_a_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(ck), str(saved)], env=env,
                             cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not ck.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert ck.exists(), proc.communicate()[1]
-    time.sleep(0.3)  # land the signal somewhere inside a later iteration
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    try:
+        deadline = time.time() + 300
+        while not ck.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert ck.exists(), proc.communicate()[1]
+        time.sleep(0.3)  # land the signal somewhere inside a later iteration
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()  # a child that missed the signal would otherwise fit on for hours
     assert proc.returncode == 0, err
     assert "INTERRUPTED" in out
     after = load(saved)
