@@ -134,6 +134,7 @@ def test_set_params_sets_validates_and_nests():
         sym.set_params(symmetries__x=1)
 
 
+@pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_fit_and_scoring_leave_the_constructor_arguments_and_state_alone():
     # scikit-learn's conventions: fit sets only attributes ending in "_" (layers given as a
     # list stays that list), scoring changes no attribute (caches fill in place)

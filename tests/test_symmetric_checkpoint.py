@@ -86,6 +86,7 @@ def test_the_heuristic_checkpoint_holds_every_rows_last_pairs(tmp_path):
     assert state["previous_objective"] == sym.history_[-1]["objective"]
 
 
+@pytest.mark.filterwarnings("ignore:fit interrupted")  # the interruption is the test
 def test_the_command_line_resumes_a_symmetric_checkpoint(tmp_path, monkeypatch, capsys):
     from dgmmcore.cli import main as dgmm
     X = symmetric_data(2000, 23)
