@@ -59,10 +59,10 @@ def atomic_savez(path, arrays, compress=False):
 def model_arrays(model, extra=None, hyperparameters=None):
     """The arrays of ``model``'s file; ``hyperparameters`` (name -> value) stand in for the
     model's own where given (a checkpoint written mid-fit saves the caller's settings, not
-    the temporary ones the fit runs with)."""
+    the temporary ones the fit runs with); names the file does not keep are ignored."""
     from . import __version__
-    own = {k: getattr(model, k) for k in HYPERPARAMETERS}
-    own.update(hyperparameters or {})
+    given = hyperparameters or {}
+    own = {k: given.get(k, getattr(model, k)) for k in HYPERPARAMETERS}
     meta = {
         "magic": _MAGIC,
         "layers": [int(n) for n in model.weights_.shape],

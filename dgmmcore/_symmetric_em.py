@@ -158,11 +158,13 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
     searcher.cold_restarts = cold_restarts
     sym._search_state = searcher
     log_g = np.log(len(sym.symmetries))
-    saved = (model.warm_start, model.max_iter, model.random_state, model.verbose)
+    # the network's own settings, which each round replaces while it runs
+    own = {name: getattr(model, name) for name in ("warm_start", "max_iter", "random_state",
+                                                    "verbose")}
     t_start = time.perf_counter()
     try:
         # one network iteration per round, its line folded into the round's
-        model.warm_start, model.max_iter, model.random_state, model.verbose = True, 1, rng, 0
+        model.set_params(warm_start=True, max_iter=1, random_state=rng, verbose=0)
         for r in range(first_round, n_rounds + 1):
             if r == n_rounds and not final_search:
                 break
@@ -188,16 +190,15 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
                 # nodes left (nearly) empty re-seeded by the M-step: the objective may dip
                 record["reseeded"] = model.history_[-1].get("reseeded", 0)
             history.append(record)
-            if saved[3]:
+            if own["verbose"]:
                 _print_round(record, time.perf_counter() - t_start, n_rounds, first_round)
             if converged:
                 break
             prev = objective
             if checkpoint is not None and r < n_rounds:
-                own = dict(zip(("max_iter", "random_state", "verbose"), saved[1:]))
                 write_checkpoint(checkpoint, sym, own, history, prev, rng, searcher)
     finally:
-        model.warm_start, model.max_iter, model.random_state, model.verbose = saved
+        model.set_params(**own)
     return history
 
 

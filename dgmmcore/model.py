@@ -229,7 +229,7 @@ class DeepGMM(EstimatorParams, InformationCriteria):
     def _continued_with(self, transforms, biases, weights, layer_weights):
         """A new model with this one's hyperparameters (warm_start on, layers from the
         parameters) holding the given parameters: what deepen and widen return."""
-        hyper = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+        hyper = self.get_params(deep=False)
         hyper.update(layers=tuple(a.shape[0] for a in transforms), warm_start=True)
         model = type(self)(**hyper)
         model._set_params(transforms, biases, weights, layer_weights)
