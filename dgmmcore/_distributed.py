@@ -127,11 +127,12 @@ class DaskExecutor:
             sizes = [len(a) for a in np.array_split(np.arange(len(self.source)), n_shards)]
             self.n_features = self.source.shape[1]
         if n_features is not None and self.n_features != n_features:
-            raise ValueError(f"X has {self.n_features} features but the model has {n_features}")
+            raise ValueError(f"X has {self.n_features} features, but the model is expecting "
+                             f"{n_features} features as input")
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n_rows = int(self.starts[-1])
         if self.n_rows < 2:
-            raise ValueError(f"X has {self.n_rows} samples; at least 2 needed")
+            raise ValueError(f"X has {self.n_rows} sample(s) while a minimum of 2 is required.")
         self.shards = [None] * len(sizes)
         self.shard_workers = [None] * len(sizes)
         self.worker_history = []

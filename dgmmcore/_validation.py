@@ -32,12 +32,16 @@ def check_data(X, name="X", n_features=None, dtypes=(np.float64, np.float32), mi
                 "(one sample)"
                 if arr.ndim == 1 else "")
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
+    # the phrasings are scikit-learn's, so that its users meet the messages they know
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features")
+        raise ValueError(f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
+                         "is required.")
     if arr.shape[0] < min_samples:
-        raise ValueError(f"{name} has {arr.shape[0]} samples; at least {min_samples} needed")
+        raise ValueError(f"{name} has {arr.shape[0]} sample(s) (shape={arr.shape}) while a "
+                         f"minimum of {min_samples} is required.")
     if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features but the model has {n_features}")
+        raise ValueError(f"{name} has {arr.shape[1]} features, but the model is expecting "
+                         f"{n_features} features as input")
     dtype = arr.dtype if arr.dtype in [np.dtype(d) for d in dtypes] else np.dtype(dtypes[0])
     if kind == "f" and arr.dtype.itemsize > 8:
         dtype = np.dtype(np.float64)

@@ -163,7 +163,7 @@ def test_parameters_are_read_only():
 @pytest.mark.parametrize("bad,err,msg", [
     (np.zeros((3, 5)), ValueError, "features"),
     (np.zeros(4), ValueError, "2-D"),
-    (np.zeros((0, 4)), ValueError, "0 samples"),
+    (np.zeros((0, 4)), ValueError, r"0 sample\(s\)"),
     (np.array([[np.nan, 0, 0, 0]]), ValueError, "NaN"),
     (np.array([[np.inf, 0, 0, 0]]), ValueError, "NaN or infinity"),
     (np.zeros((2, 4), dtype=complex), TypeError, "complex"),

@@ -307,7 +307,7 @@ def test_bad_hyperparameters(kwargs, err, msg):
 
 
 def test_too_few_rows():
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="minimum of 2"):
         DeepGMM((2,)).fit(np.zeros((1, 3)))
 
 
