@@ -113,7 +113,7 @@ class SymmetrizedModel(EstimatorParams, InformationCriteria):
         self.model._check_fitted()
         check_square(self.model.n_features_in_)
 
-    def fit(self, X, n_rounds=10, *, search=None, cold_restarts=None, tol=None,
+    def fit(self, X, y=None, *, n_rounds=10, search=None, cold_restarts=None, tol=None,
             final_search=True, random_state=None, block_rows=1 << 16, checkpoint=None,
             resume=False):
         """Train the network with the symmetry layer in place, by hard EM over the pairs
@@ -125,6 +125,7 @@ class SymmetrizedModel(EstimatorParams, InformationCriteria):
         On BSDS300 patches a GMM-100 trained so scores 0.99 nats above the same GMM trained
         plainly and then averaged over the 8 symmetries, a (100, 5, 5) network 0.25 (README).
 
+        y : ignored, as in scikit-learn (a Pipeline passes it positionally).
         n_rounds : rounds of (search, network iteration) at most.
         search : 'exact' (every path of every g x: |G| exact E-steps per round), 'heuristic'
             (the network's coordinate ascent, warm-started from each (row, g)'s path of the

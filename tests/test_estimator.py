@@ -114,6 +114,21 @@ def test_clone_and_grid_search_choose_layers_on_held_out_likelihood():
     assert np.isfinite(pipe.fit(X).score(X))
 
 
+@pytest.mark.filterwarnings("ignore:EM did not converge")
+def test_a_symmetrized_model_trains_inside_a_pipeline():
+    # a Pipeline calls fit(X, None): y must be the second argument, the rounds a keyword
+    from sklearn.preprocessing import FunctionTransformer
+    X = np.random.default_rng(4).normal(size=(300, 8))  # 3x3 patches, last value dropped
+
+    def start():
+        return SymmetrizedModel(DeepGMM((2,), max_iter=3, random_state=0, n_threads=1),
+                                ("identity", "lr"))
+    pipe = make_pipeline(FunctionTransformer(), start()).fit(X)
+    alone = start().fit(X, n_rounds=10)
+    assert pipe.score(X) == pytest.approx(alone.score(X), abs=1e-12)
+    np.testing.assert_array_equal(pipe.predict(X), alone.predict(X))
+
+
 def test_set_params_sets_validates_and_nests():
     model = DeepGMM((3,), n_threads=1)
     assert model.set_params(max_iter=7, layers=(4, 2)) is model
