@@ -2,13 +2,12 @@
 
 Layers (100, 5, 5) (2,500 paths) at D = 63, n = 1,000,000 rows at the top thread count in the
 full run (issue 3's iteration; 200,000 rows at fewer threads, to save time). The heuristic is
-timed in its steady state: warm-started from the paths of a
-previous heuristic E-step on the same data (one warm pass + one random restart for two passes,
-the paper's protocol), so it scores 3 x sum(N_j) = 330 candidates per row; the full search
-scores all P paths per row (``exact_scores``: the argmax alone, as the full E-step). Reported
-per search: seconds
-per E-step, path evaluations/s, GFLOP/s counting 2 D^2 flops per evaluation, and the fraction
-of the DGEMM peak at the same thread count (target for the heuristic: >= 50%). The pure-numpy
+timed in its steady state: warm-started from the paths of a previous heuristic E-step on the
+same data (one warm pass + one random restart for two passes, the paper's protocol), so it
+scores 3 x sum(N_j) = 330 candidates per row; the full search scores all P paths per row
+(``exact_scores``: the argmax alone, as the full E-step). Reported per search: seconds per
+E-step, path evaluations/s, GFLOP/s counting 2 D^2 flops per evaluation, and the fraction of
+the DGEMM peak at the same thread count (target for the heuristic: >= 50%). The pure-numpy
 heuristic of ``numpy_dgmm`` (grouped GEMMs) is timed on the same rows as the reference, on a
 subset when n is large; the full search too (its seconds are scaled to n, it is linear in n).
 The three are timed round-robin (``measure_interleaved``).

@@ -11,8 +11,8 @@ moment S'_g of n_g points v ~ N(mu_g, diag(0.5..1.5)). For growing G:
 - what ``mstep='auto'`` (the package's cost model ``choose_method``) would pick.
 Rows compare 'groups' (value) with 'kronecker' (reference): ratio = kronecker time / groups
 time, so ratio > 1 means the per-group form is faster. The crossover is the smallest G at which
-the Kronecker form is faster. Single-threaded (BLAS
-1 thread): the M-step runs the nodes of a layer in parallel, one node per thread.
+the Kronecker form is faster. Single-threaded (BLAS 1 thread): the M-step runs the nodes of a
+layer in parallel, one node per thread.
 """
 import numpy as np
 from scipy.optimize import minimize
