@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One session's step of the BSDS300 chain (README, "How the figure moved"): continue the last
+# published network on its rows plus fresh patches with truncated EM, publish the result, then
+# score it averaged over the 8 symmetries. Logs go to bench/results/logs/ (bench/out is each
+# machine's scratch). Run it in the background at the start of a session:
+#
+#   nohup bash bench/experiments/chain_step.sh 22m 26m 4000000 3 > /dev/null 2>&1 &
+#
+# FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz; FRESH new train-image patches;
+# ITERS truncated iterations (session 28, 2 threads: about 52 s per 1M rows where an iteration
+# ranks, 30 s where it reuses the ranking; the exact starts about 160 s per 1M rows; 13.2 GB
+# resident at 21.8M rows). Afterwards: commit bench/results/bsds300.json, the logs and the model file, and add
+# the rows to README's Table 1 and bench/models/README.md.
+set -euo pipefail
+if [ $# -ne 4 ]; then
+    echo "usage: $0 FROM TO FRESH ITERS   (e.g. 22m 26m 4000000 3)" >&2
+    exit 2
+fi
+from=$1 to=$2 fresh=$3 iters=$4
+cd "$(dirname "$0")/../.."
+export PYTHONPATH=$PWD
+# as every chain run so far: glibc keeps freed memory instead of unmapping it and mapping it
+# afresh for every block of rows
+export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736
+mkdir -p bench/results/logs
+python bench/experiments/continue_network.py continue \
+    --model "bench/models/bsds300-600x5x5-$from.npz" --add-fresh "$fresh" \
+    --soft-iters "$iters" --truncation 20 --no-search --rerank-every 3 --threads 2 \
+    --publish "bench/models/bsds300-600x5x5-$to.npz" > "bench/results/logs/cont$to.log" 2>&1
+python bench/experiments/continue_network.py symmetrize \
+    --model "bench/models/bsds300-600x5x5-$to.npz" --score-float32 --threads 2 \
+    > "bench/results/logs/sym$to.log" 2>&1
