@@ -21,7 +21,7 @@ import numpy as np
 from ._executor import build_table, estep_block
 from ._suffstats import PathSums, merge_stats
 from ._threads import effective_n_threads
-from ._validation import check_data
+from ._validation import check_data, check_shape
 
 MAX_ATTEMPTS = 3
 POLL_SECONDS = 2.0
@@ -113,8 +113,8 @@ class DaskExecutor:
             raise RuntimeError(f"the Dask cluster has no workers (waited "
                                f"{WORKER_WAIT_SECONDS:g} s for one)")
         if is_dask_array(X):
-            if X.ndim != 2:
-                raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+            # its rows (unknown before persist when chunks are) are counted below
+            check_shape(X.shape, n_features=n_features, min_samples=0)
             X = X.rechunk({1: -1}) if len(X.chunks[1]) > 1 else X
             self.dask_array = self.client.persist(X)
             self.source = None
@@ -126,13 +126,9 @@ class DaskExecutor:
             n_shards = min(len(workers) * shards_per_worker, len(self.source))
             sizes = [len(a) for a in np.array_split(np.arange(len(self.source)), n_shards)]
             self.n_features = self.source.shape[1]
-        if n_features is not None and self.n_features != n_features:
-            raise ValueError(f"X has {self.n_features} features, but the model is expecting "
-                             f"{n_features} features as input")
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n_rows = int(self.starts[-1])
-        if self.n_rows < 2:
-            raise ValueError(f"X has {self.n_rows} sample(s) while a minimum of 2 is required.")
+        check_shape((self.n_rows, self.n_features), min_samples=2)
         self.shards = [None] * len(sizes)
         self.shard_workers = [None] * len(sizes)
         self.worker_history = []

@@ -27,21 +27,7 @@ def check_data(X, name="X", n_features=None, dtypes=(np.float64, np.float32), mi
         raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
     if kind not in "fiub":
         raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        hint = (". Reshape your data with X.reshape(-1, 1) (one feature) or X.reshape(1, -1) "
-                "(one sample)"
-                if arr.ndim == 1 else "")
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
-    # the phrasings are scikit-learn's, so that its users meet the messages they know
-    if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 "
-                         "is required.")
-    if arr.shape[0] < min_samples:
-        raise ValueError(f"{name} has {arr.shape[0]} sample(s) (shape={arr.shape}) while a "
-                         f"minimum of {min_samples} is required.")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features, but the model is expecting "
-                         f"{n_features} features as input")
+    check_shape(arr.shape, name, n_features, min_samples)
     dtype = arr.dtype if arr.dtype in [np.dtype(d) for d in dtypes] else np.dtype(dtypes[0])
     if kind == "f" and arr.dtype.itemsize > 8:
         dtype = np.dtype(np.float64)
@@ -49,6 +35,27 @@ def check_data(X, name="X", n_features=None, dtypes=(np.float64, np.float32), mi
     if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinity")
     return arr
+
+
+def check_shape(shape, name="X", n_features=None, min_samples=1):
+    """Refuse a data shape that is not (n_samples >= min_samples, n_features) with n_features
+    >= 1 (and equal to ``n_features`` when given) with a ValueError; the phrasings are
+    scikit-learn's, so that its users meet the messages they know."""
+    shape = tuple(shape)
+    if len(shape) != 2:
+        hint = (". Reshape your data with X.reshape(-1, 1) (one feature) or X.reshape(1, -1) "
+                "(one sample)"
+                if len(shape) == 1 else "")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {shape}{hint}")
+    if shape[1] == 0:
+        raise ValueError(f"{name} has 0 feature(s) (shape={shape}) while a minimum of 1 "
+                         "is required.")
+    if shape[0] < min_samples:
+        raise ValueError(f"{name} has {shape[0]} sample(s) (shape={shape}) while a "
+                         f"minimum of {min_samples} is required.")
+    if n_features is not None and shape[1] != n_features:
+        raise ValueError(f"{name} has {shape[1]} features, but the model is expecting "
+                         f"{n_features} features as input")
 
 
 def all_finite(arr, rows=8192):
