@@ -9,8 +9,8 @@
 # FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz; FRESH new train-image patches;
 # ITERS truncated iterations (session 28, 2 threads: about 52 s per 1M rows where an iteration
 # ranks, 30 s where it reuses the ranking; the exact starts about 160 s per 1M rows; 13.2 GB
-# resident at 21.8M rows). Afterwards: commit bench/results/bsds300.json, the logs and the model file, and add
-# the rows to README's Table 1 and bench/models/README.md.
+# resident at 21.8M rows). Afterwards: commit bench/results/bsds300.json, the logs and the
+# model file, and add the rows to README's Table 1 and bench/models/README.md.
 set -euo pipefail
 if [ $# -ne 4 ]; then
     echo "usage: $0 FROM TO FRESH ITERS   (e.g. 22m 26m 4000000 3)" >&2
