@@ -18,7 +18,7 @@ started from each (row, g)'s path of the round before: the pair chosen can only 
 with a hard-EM network the objective does not fall, but where the M-step re-seeds a node that
 the turned rows left (nearly) empty (a node that only held mirrored copies of another's rows
 is freed that way). A network with truncated or soft E-steps refits to its posteriors, not to
-the best pairs, and the objective may fall (README, BSDS300 footnote 28).
+the best pairs, and the objective may fall (bench/results/BSDS300.md, footnote 28).
 """
 import time
 import warnings

@@ -78,7 +78,7 @@ class DeepGMM(EstimatorParams, InformationCriteria):
         Added to the diagonal of every path's data covariance in the M-step (as in
         scikit-learn), so that degenerate data cannot make a transform singular. It is
         absolute: scale it with the data (on [0, 1)-scaled image patches 1e-6 is as large
-        as the dequantisation noise; see the README's Table 1 notes).
+        as the dequantisation noise; see bench/results/BSDS300.md).
     n_init : number of initializations; the best final objective is kept.
     init_layer : int or None
         The layer (an index into ``layers``, as into ``transforms_``; -1 is the layer next to

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One session's step of the BSDS300 chain (README, "How the figure moved"): continue the last
-# published network on its rows plus fresh patches with truncated EM, publish the result, then
-# score it averaged over the 8 symmetries. Logs go to bench/results/logs/ (bench/out is each
+# One session's step of the BSDS300 chain (bench/results/BSDS300.md, "How the figure moved"):
+# continue the last published network on its rows plus fresh patches with truncated EM,
+# publish the result, then score it averaged over the 8 symmetries. Logs go to bench/results/logs/ (bench/out is each
 # machine's scratch). Run it in the background at the start of a session:
 #
 #   nohup bash bench/experiments/chain_step.sh 22m 26m 4000000 3 > /dev/null 2>&1 &
@@ -10,7 +10,8 @@
 # ITERS truncated iterations (session 28, 2 threads: about 52 s per 1M rows where an iteration
 # ranks, 30 s where it reuses the ranking; the exact starts about 160 s per 1M rows; 13.2 GB
 # resident at 21.8M rows). Afterwards: commit bench/results/bsds300.json, the logs and the
-# model file, and add the rows to README's Table 1 and bench/models/README.md.
+# model file, and add the rows to Table 1 in bench/results/BSDS300.md (and the summary in
+# README.md) and bench/models/README.md.
 set -euo pipefail
 if [ $# -ne 4 ]; then
     echo "usage: $0 FROM TO FRESH ITERS   (e.g. 22m 26m 4000000 3)" >&2
