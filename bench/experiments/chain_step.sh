@@ -6,7 +6,8 @@
 #
 #   nohup bash bench/experiments/chain_step.sh 22m 26m 4000000 3 > /dev/null 2>&1 &
 #
-# FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz; FRESH new train-image patches;
+# FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz; FRESH new train-image patches
+# (0: none, iterations only, once the rows fill the memory or the session's time);
 # ITERS truncated iterations (session 28, 2 threads: about 52 s per 1M rows where an iteration
 # ranks, 30 s where it reuses the ranking; the exact starts about 160 s per 1M rows; 13.2 GB
 # resident at 21.8M rows). Afterwards: commit bench/results/bsds300.json, the logs and the
@@ -24,8 +25,12 @@ export PYTHONPATH=$PWD
 # afresh for every block of rows
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736
 mkdir -p bench/results/logs
+fresh_args=()
+if [ "$fresh" != 0 ]; then
+    fresh_args=(--add-fresh "$fresh")
+fi
 python bench/experiments/continue_network.py continue \
-    --model "bench/models/bsds300-600x5x5-$from.npz" --add-fresh "$fresh" \
+    --model "bench/models/bsds300-600x5x5-$from.npz" "${fresh_args[@]}" \
     --soft-iters "$iters" --truncation 20 --no-search --rerank-every 3 --threads 2 \
     --publish "bench/models/bsds300-600x5x5-$to.npz" > "bench/results/logs/cont$to.log" 2>&1
 python bench/experiments/continue_network.py symmetrize \
