@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # One session's step of the BSDS300 chain (bench/results/BSDS300.md, "How the figure moved"):
 # continue the last published network on its rows plus fresh patches with truncated EM,
-# publish the result, then score it averaged over the 8 symmetries. Logs go to bench/results/logs/ (bench/out is each
-# machine's scratch). Run it in the background at the start of a session:
+# publish the result, then score it averaged over the 8 symmetries. Logs go to
+# bench/results/logs/ (bench/out is each machine's scratch). Run it in the background at the
+# start of a session:
 #
-#   nohup bash bench/experiments/chain_step.sh 22m 26m 4000000 3 > /dev/null 2>&1 &
+#   nohup bash bench/experiments/chain_step.sh 30m 32m 2000000 2 > /dev/null 2>&1 &
 #
 # FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz; FRESH new train-image patches
 # (0: none, iterations only, once the rows fill the memory or the session's time);
-# ITERS truncated iterations (session 28, 2 threads: about 52 s per 1M rows where an iteration
-# ranks, 30 s where it reuses the ranking; the exact starts about 160 s per 1M rows; 13.2 GB
-# resident at 21.8M rows). Afterwards: commit bench/results/bsds300.json, the logs and the
-# model file, and add the rows to Table 1 in bench/results/BSDS300.md (and the summary in
-# README.md) and bench/models/README.md.
+# ITERS truncated iterations (sessions 28-30, 2 threads: about 51 s per 1M rows where an
+# iteration ranks, 29 s where it reuses the ranking; the exact starts 160-170 s per 1M rows;
+# 15.3 GB resident at 29.8M rows; symmetrize 13 min). Afterwards: commit
+# bench/results/bsds300.json, the logs and the model file, and add the rows to Table 1 in
+# bench/results/BSDS300.md (and the summary in README.md) and bench/models/README.md.
 set -euo pipefail
 if [ $# -ne 4 ]; then
     echo "usage: $0 FROM TO FRESH ITERS   (e.g. 22m 26m 4000000 3)" >&2
