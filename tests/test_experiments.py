@@ -656,6 +656,26 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     assert (last["train_patches"], last["added_fresh_patches"],
             last["added_validation_image_patches"]) == (2300, [600, 300], 200)
 
+    # with --start-keep the rows start from the best path under their best top-layer node
+    continue_script.main(["continue", "--model", str(tmp_path / "val.npz"), "--start-keep", "1",
+                          *where])
+    from dgmmcore._network import ravel_paths, unravel_paths
+    from dgmmcore._node_search import NodeSearch
+    start = dgmmcore.load(str(tmp_path / "val.npz"))
+    trained_on = np.concatenate([X, extra])
+    heuristic = NodeSearch(start._path_table(), keep=1).best_paths(trained_on, 1)[0]
+    assert np.any(heuristic != ravel_paths(start.predict(trained_on), start.weights_.shape))
+    start.warm_start, start.max_iter, start.n_threads, start.truncation = True, 1, 1, None
+    reference = start.fit(trained_on, init_paths=unravel_paths(heuristic, start.weights_.shape))
+    saved = dgmmcore.load(str(work / "val-start1nodes-hard1.model.npz"))
+    for a, b in zip(saved.transforms_, reference.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    last = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
+    assert (last["start_keep_nodes"], last["train_patches"]) == (1, 2000)
+    with pytest.raises(SystemExit, match="--start-keep"):
+        continue_script.main(["continue", "--model", str(tmp_path / "val.npz"),
+                              "--start-keep", "-1", *where])
+
 
 @pytest.fixture
 def symmetric_script(bsds300_script, monkeypatch):

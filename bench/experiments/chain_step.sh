@@ -11,15 +11,18 @@
 # (0: none, iterations only, once the rows fill the memory or the session's time);
 # ITERS truncated iterations (sessions 28-30, 2 threads: about 51 s per 1M rows where an
 # iteration ranks, 29 s where it reuses the ranking; the exact starts 160-170 s per 1M rows;
-# 15.3 GB resident at 29.8M rows; symmetrize 13 min). Afterwards: commit
+# 15.3 GB resident at 29.8M rows; symmetrize 13 min). START_KEEP (optional, default 0: every
+# row from its exact best path) starts each row from its best path under its START_KEEP most
+# likely top-layer nodes instead (--start-keep; 40: the exact path for 98.5% of rows at about
+# a third of the exact search's cost, session 31). Afterwards: commit
 # bench/results/bsds300.json, the logs and the model file, and add the rows to Table 1 in
 # bench/results/BSDS300.md (and the summary in README.md) and bench/models/README.md.
 set -euo pipefail
-if [ $# -ne 4 ]; then
-    echo "usage: $0 FROM TO FRESH ITERS   (e.g. 22m 26m 4000000 3)" >&2
+if [ $# -ne 4 ] && [ $# -ne 5 ]; then
+    echo "usage: $0 FROM TO FRESH ITERS [START_KEEP]   (e.g. 22m 26m 4000000 3)" >&2
     exit 2
 fi
-from=$1 to=$2 fresh=$3 iters=$4
+from=$1 to=$2 fresh=$3 iters=$4 start_keep=${5:-0}
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD
 # as every chain run so far: glibc keeps freed memory instead of unmapping it and mapping it
@@ -33,6 +36,7 @@ fi
 python bench/experiments/continue_network.py continue \
     --model "bench/models/bsds300-600x5x5-$from.npz" "${fresh_args[@]}" \
     --soft-iters "$iters" --truncation 20 --no-search --rerank-every 3 --threads 2 \
+    --start-keep "$start_keep" \
     --publish "bench/models/bsds300-600x5x5-$to.npz" > "bench/results/logs/cont$to.log" 2>&1
 python bench/experiments/continue_network.py symmetrize \
     --model "bench/models/bsds300-600x5x5-$to.npz" --score-float32 --threads 2 \
