@@ -30,8 +30,8 @@ if HERE not in sys.path:
 
 from common import Context, environment, format_table, machine_info, write_json  # noqa: E402
 
-BENCHMARKS = ["peak", "scoring", "estep", "prune", "soft", "stats", "mstep", "fit", "scaling",
-              "impute", "distributed"]
+BENCHMARKS = ["peak", "scoring", "estep", "prune", "nodes", "soft", "stats", "mstep", "fit",
+              "scaling", "impute", "distributed"]
 CASE_BENCHMARKS = ["fit"]  # the benchmarks whose cases --case can pick
 
 
