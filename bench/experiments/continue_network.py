@@ -185,7 +185,8 @@ def continue_fit(args):
     if not args.soft_iters and not args.iters:
         raise SystemExit("continue: give --soft-iters (with --truncation) or --iters")
     if args.start_keep < 0:
-        raise SystemExit(f"continue: --start-keep must be 0 (exact) or more, got {args.start_keep}")
+        raise SystemExit(f"continue: --start-keep must be 0 (exact) or more, got "
+                         f"{args.start_keep}")
     stages = row_stages(run, recipe, args.add_validation_images)
     validation = stages[-1][0] if stages and stages[-1][1] == "validation" else 0
     stem = file_stem(args.model)
