@@ -3,20 +3,22 @@
 # continue the last published network on its rows plus fresh patches with truncated EM,
 # publish the result, then score it averaged over the 8 symmetries. Logs go to
 # bench/results/logs/ (bench/out is each machine's scratch). Run it in the background at the
-# start of a session:
+# start of a session (setsid and </dev/null: session 31's plain `nohup ... &` never started):
 #
-#   nohup bash bench/experiments/chain_step.sh 30m 32m 2000000 2 > /dev/null 2>&1 &
+#   setsid nohup bash bench/experiments/chain_step.sh 32m 36m 4000000 3 40 > /dev/null 2>&1 \
+#       < /dev/null &
 #
 # FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz; FRESH new train-image patches
 # (0: none, iterations only, once the rows fill the memory or the session's time);
-# ITERS truncated iterations (sessions 28-30, 2 threads: about 51 s per 1M rows where an
-# iteration ranks, 29 s where it reuses the ranking; the exact starts 160-170 s per 1M rows;
-# 15.3 GB resident at 29.8M rows; symmetrize 13 min). START_KEEP (optional, default 0: every
+# ITERS truncated iterations (sessions 28-31, 2 threads: about 50 s per 1M rows where an
+# iteration ranks, 29 s where it reuses the ranking; the exact starts 162-166 s per 1M rows;
+# 15.7 GB resident at 31.8M rows; symmetrize 13 min). START_KEEP (optional, default 0: every
 # row from its exact best path) starts each row from its best path under its START_KEEP most
 # likely top-layer nodes instead (--start-keep; 40: the exact path for 98.5% of rows at about
-# a third of the exact search's cost, session 31). Afterwards: commit
-# bench/results/bsds300.json, the logs and the model file, and add the rows to Table 1 in
-# bench/results/BSDS300.md (and the summary in README.md) and bench/models/README.md.
+# a third of the exact search's cost, session 31; bench/results/BSDS300.md, footnote 33).
+# Afterwards: commit bench/results/bsds300.json, the logs and the model file, and add the rows
+# to Table 1 in bench/results/BSDS300.md (and the summary in README.md) and
+# bench/models/README.md.
 set -euo pipefail
 if [ $# -ne 4 ] && [ $# -ne 5 ]; then
     echo "usage: $0 FROM TO FRESH ITERS [START_KEEP]   (e.g. 22m 26m 4000000 3)" >&2
