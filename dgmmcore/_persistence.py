@@ -103,6 +103,12 @@ def read_model_file(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path}")
+    # np.load would hand back a bare array for a .npy file and try pickle on anything else
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        what = "a .npy array" if head == b"\x93NUMPY" else "not a zip archive"
+        _fail(path, f"it is {what}, not an .npz archive written by DeepGMM.save")
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}

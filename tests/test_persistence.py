@@ -102,8 +102,11 @@ def test_truncated_and_foreign_files(model, tmp_path):
     with pytest.raises(ValueError, match="not a readable dgmmcore model"):
         load(tmp_path / "trunc.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(ValueError, match="not a readable dgmmcore model"):
+    with pytest.raises(ValueError, match="not a zip archive"):
         load(tmp_path / "text.npz")
+    np.save(tmp_path / "array.npy", np.zeros(3))  # e.g. `dgmm score DATA MODEL`, swapped
+    with pytest.raises(ValueError, match="it is a .npy array"):
+        load(tmp_path / "array.npy")
     np.savez(tmp_path / "foreign.npz", a=np.arange(3))
     with pytest.raises(ValueError, match="not written by dgmmcore"):
         load(tmp_path / "foreign.npz")
