@@ -5,7 +5,6 @@ Set DGMMCORE_DEBUG_BUILD=1 to compile with bounds checks and wraparound on (for 
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import warnings

@@ -1,7 +1,6 @@
 """Model files: bit-exact round trip, no pickle, clear errors for bad files."""
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest

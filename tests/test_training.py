@@ -6,7 +6,7 @@ import pytest
 
 from dgmmcore import ConvergenceWarning, DeepGMM
 from dgmmcore import _estep
-from dgmmcore._network import ravel_paths, unravel_paths
+from dgmmcore._network import unravel_paths
 from _reference import random_params
 
 
