@@ -676,6 +676,23 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
         continue_script.main(["continue", "--model", str(tmp_path / "val.npz"),
                               "--start-keep", "-1", *where])
 
+    # with --widen-to the heaviest top node is split first, then every row starts from its
+    # exact best path in the wider network
+    continue_script.main(["continue", "--model", str(tmp_path / "val.npz"), "--widen-to", "4,2",
+                          *where])
+    start = dgmmcore.load(str(tmp_path / "val.npz")).widen((4, 2), random_state=0)
+    start.max_iter, start.n_threads, start.truncation = 1, 1, None
+    reference = start.fit(trained_on, init_paths=start.predict(trained_on))
+    saved = dgmmcore.load(str(work / "val-widen4x2-hard1.model.npz"))
+    assert saved.weights_.shape == (4, 2)
+    for a, b in zip(saved.transforms_, reference.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    last = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
+    assert (last["layers"], last["widened_from"], last["paths"]) == ([4, 2], [3, 2], 8)
+    with pytest.raises(SystemExit, match="--widen-to"):
+        continue_script.main(["continue", "--model", str(tmp_path / "val.npz"),
+                              "--widen-to", "2,2", *where])
+
 
 @pytest.fixture
 def symmetric_script(bsds300_script, monkeypatch):

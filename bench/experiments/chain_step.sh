@@ -16,30 +16,42 @@
 # row from its exact best path) starts each row from its best path under its START_KEEP most
 # likely top-layer nodes instead (--start-keep; 40: the exact path for 98.5% of rows at about
 # a third of the exact search's cost, session 31; bench/results/BSDS300.md, footnote 33).
+# WIDEN_TO (optional, e.g. 800,5,5) first splits the heaviest nodes up to those layer sizes
+# (--widen-to; FRESH 0 keeps the rows the memory holds; name TO in full then, as FROM after
+# it: a name starting with bsds300- is a file stem, as bsds300-800x5x5-36m).
 # Afterwards: commit bench/results/bsds300.json, the logs and the model file, and add the rows
 # to Table 1 in bench/results/BSDS300.md (and the summary in README.md) and
 # bench/models/README.md.
 set -euo pipefail
-if [ $# -ne 4 ] && [ $# -ne 5 ]; then
-    echo "usage: $0 FROM TO FRESH ITERS [START_KEEP]   (e.g. 22m 26m 4000000 3)" >&2
+if [ $# -lt 4 ] || [ $# -gt 6 ]; then
+    echo "usage: $0 FROM TO FRESH ITERS [START_KEEP [WIDEN_TO]]   (e.g. 22m 26m 4000000 3)" >&2
     exit 2
 fi
-from=$1 to=$2 fresh=$3 iters=$4 start_keep=${5:-0}
+from=$1 to=$2 fresh=$3 iters=$4 start_keep=${5:-0} widen_to=${6:-}
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD
 # as every chain run so far: glibc keeps freed memory instead of unmapping it and mapping it
 # afresh for every block of rows
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736
 mkdir -p bench/results/logs
-fresh_args=()
+model_file() {  # 32m: the (600, 5, 5) chain's file; bsds300-...: a file stem
+    case $1 in
+        bsds300-*) echo "bench/models/$1.npz" ;;
+        *) echo "bench/models/bsds300-600x5x5-$1.npz" ;;
+    esac
+}
+extra_args=()
 if [ "$fresh" != 0 ]; then
-    fresh_args=(--add-fresh "$fresh")
+    extra_args=(--add-fresh "$fresh")
+fi
+if [ -n "$widen_to" ]; then
+    extra_args+=(--widen-to "$widen_to")
 fi
 python bench/experiments/continue_network.py continue \
-    --model "bench/models/bsds300-600x5x5-$from.npz" "${fresh_args[@]}" \
+    --model "$(model_file "$from")" "${extra_args[@]}" \
     --soft-iters "$iters" --truncation 20 --no-search --rerank-every 3 --threads 2 \
     --start-keep "$start_keep" \
-    --publish "bench/models/bsds300-600x5x5-$to.npz" > "bench/results/logs/cont$to.log" 2>&1
+    --publish "$(model_file "$to")" > "bench/results/logs/cont$to.log" 2>&1
 python bench/experiments/continue_network.py symmetrize \
-    --model "bench/models/bsds300-600x5x5-$to.npz" --score-float32 --threads 2 \
+    --model "$(model_file "$to")" --score-float32 --threads 2 \
     > "bench/results/logs/sym$to.log" 2>&1

@@ -15,8 +15,9 @@ soft EM, writing a Table 1 row with the totals carried on.
         TABLE1 OPTIONS OF THE FINISHED RUN (--train, --models, --grow, --add-fresh, ...)
     python bench/experiments/continue_network.py continue --model bench/models/NET.npz \\
         [--add-fresh M1[,M2...]] [--soft-iters K --truncation 20 --no-search --rerank-every 3
-        | --iters K] [--start-keep 40] [--threads 2] [--test 250000] [--work bench/out/continued]
-        [--publish bench/models/NEXT.npz]     (the result as a portable file in turn)
+        | --iters K] [--start-keep 40] [--widen-to 800,5,5] [--threads 2] [--test 250000]
+        [--work bench/out/continued] [--publish bench/models/NEXT.npz]
+                                              (the result as a portable file in turn)
     python bench/experiments/continue_network.py symmetrize --model bench/models/NET.npz \
         [--threads 2] [--test 250000] [--out NET-symmetric.npz]
                                               (averaged over symmetries of the square, scored)
@@ -26,6 +27,9 @@ so the run trains on exactly the rows a table1 chain with the same stages would.
 ``--add-validation-images`` adds the 20 validation images' patches (as many per image as the
 rows before have per train image, table1's stage of that name): the paper's training set is
 all 200 train images; from then on the validation score is no longer held out.
+``--widen-to`` splits the network's heaviest nodes into more (``DeepGMM.widen``, seeded by the
+rows' seed) before the rows' start paths are found, so the rows choose between each split
+node and its copy.
 """
 import argparse
 import os
@@ -177,6 +181,13 @@ def continue_fit(args):
     images' patches with --add-validation-images)."""
     model, recipe, totals = file_recipe(args.model)
     layers = tuple(int(n) for n in model.weights_.shape)
+    widened_from = None
+    if args.widen_to:
+        try:
+            model = model.widen(args.widen_to, random_state=recipe["seed"])
+        except ValueError as exc:
+            raise SystemExit(f"continue: --widen-to: {exc}") from None
+        widened_from, layers = layers, tuple(args.widen_to)
     # the rows' options come from the file: the same draws as the run that trained it
     run = argparse.Namespace(**{**vars(args), "dataset": recipe["dataset"],
                                 "seed": recipe["seed"], "float32": recipe["float32"],
@@ -192,6 +203,7 @@ def continue_fit(args):
     stem = file_stem(args.model)
     tag = (stem + "".join(f"-plus{m}" for m in args.add_fresh)
            + (f"-plusval{validation}" if args.add_validation_images else "")
+           + (f"-widen{'x'.join(map(str, layers))}" if widened_from else "")
            + (f"-start{args.start_keep}nodes" if args.start_keep else "")
            + (bsds300.polish_suffix(run) if args.soft_iters else f"-hard{args.iters}"))
     ckpt_dir = os.path.join(args.work, f"{tag}.start-paths")
@@ -209,7 +221,7 @@ def continue_fit(args):
             layers, X_all, run, tag, start=model, iters=args.soft_iters or args.iters,
             init_paths=lambda: start_paths(model, X_all, ckpt_dir, args.start_keep),
             final_estep=not args.soft_iters)
-    del X_all
+    X_all = None  # free the rows before the test patches load
     test = bsds300.load_data(run, "test", args.test)
     fitted.n_threads = args.threads
     ll, se = bsds300.evaluate(fitted, test)
@@ -228,7 +240,8 @@ def continue_fit(args):
            "rerank_every": args.rerank_every if args.soft_iters and args.truncation else None,
            "reg_covar": fitted.reg_covar,
            "train_dtype": "float32" if recipe["float32"] else "float64",
-           "reseeding": bsds300.RESEEDING, "continued_from_patches": None, "widened_from": None,
+           "reseeding": bsds300.RESEEDING, "continued_from_patches": None,
+           "widened_from": list(widened_from) if widened_from else None,
            "added_fresh_patches": list(run.add_fresh) or None,
            "added_validation_image_patches": validation or None,
            # the published network this run went on from, and how the rows' start paths were
@@ -366,6 +379,8 @@ def main(argv=None):
     cont.add_argument("--start-keep", type=int, default=0, metavar="K",
                       help="start each row from its best path under its K most likely nodes of "
                            "the widest layer (default 0: the exact best path)")
+    cont.add_argument("--widen-to", type=bsds300.parse_ints, default=(), metavar="N1,N2,...",
+                      help="first split the heaviest nodes of each layer up to these sizes")
     sym = sub.add_parser("symmetrize", help="a published network averaged over the "
                                             "symmetries of the square, scored")
     sym.add_argument("--model", required=True)
