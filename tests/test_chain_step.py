@@ -51,10 +51,14 @@ def test_a_step_continues_then_symmetrizes_the_file_it_publishes(run_step):
 
 
 def test_no_fresh_rows_and_a_widened_network_named_in_full(run_step):
-    code, _, (cont, sym), _ = run_step("36m", "bsds300-800x5x5-36m", "0", "2", "40", "800,5,5")
+    code, _, (cont, sym), _ = run_step("36m", "bsds300-800x5x5-36m", "0", "1+2", "40",
+                                       "800,5,5")
     assert code == 0
     words = cont.split()
     assert "--add-fresh" not in words
+    # 1+2: one hard iteration, then two truncated ones
+    assert words[words.index("--iters") + 1] == "1"
+    assert words[words.index("--soft-iters") + 1] == "2"
     assert words[words.index("--model") + 1] == "bench/models/bsds300-600x5x5-36m.npz"
     assert words[words.index("--widen-to") + 1] == "800,5,5"
     assert words[words.index("--publish") + 1] == "bench/models/bsds300-800x5x5-36m.npz"
@@ -62,6 +66,7 @@ def test_no_fresh_rows_and_a_widened_network_named_in_full(run_step):
     # without START_KEEP the rows start from their exact paths
     code, _, (cont, _), _ = run_step("32m", "32m-it", "0", "1")
     assert code == 0 and cont.split()[cont.split().index("--start-keep") + 1] == "0"
+    assert "--iters" not in cont.split()
 
 
 @pytest.mark.parametrize("args", [("32m", "36m", "0"), ("a", "b", "0", "1", "0", "8,5,5", "x")])

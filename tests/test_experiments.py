@@ -677,18 +677,26 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
                               "--start-keep", "-1", *where])
 
     # with --widen-to the heaviest top node is split first, then every row starts from its
-    # exact best path in the wider network
+    # exact best path in the wider network; with --iters and --soft-iters a hard iteration
+    # comes first and the truncated one starts from its last paths
     continue_script.main(["continue", "--model", str(tmp_path / "val.npz"), "--widen-to", "4,2",
-                          *where])
+                          *where, "--soft-iters", "1", "--truncation", "2"])
     start = dgmmcore.load(str(tmp_path / "val.npz")).widen((4, 2), random_state=0)
     start.max_iter, start.n_threads, start.truncation = 1, 1, None
-    reference = start.fit(trained_on, init_paths=start.predict(trained_on))
-    saved = dgmmcore.load(str(work / "val-widen4x2-hard1.model.npz"))
-    assert saved.weights_.shape == (4, 2)
+    hard = start.fit(trained_on, init_paths=start.predict(trained_on), final_estep=False)
+    last_paths = unravel_paths(hard._train_paths, (4, 2))
+    hard.truncation = 2
+    reference = hard.fit(trained_on, init_paths=last_paths, final_estep=False)
+    saved = dgmmcore.load(str(work / "val-widen4x2-hard1-trunc2-soft1.model.npz"))
+    assert saved.weights_.shape == (4, 2) and saved.truncation == 2
     for a, b in zip(saved.transforms_, reference.transforms_):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     last = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
     assert (last["layers"], last["widened_from"], last["paths"]) == ([4, 2], [3, 2], 8)
+    # val.npz's totals (one hard iteration more than the first row, next.npz's truncated one)
+    # and this run's hard and truncated iterations
+    assert (last["em_iterations"], last["soft_em_iterations"]) == (
+        first["em_iterations"] + 2, 2)
     with pytest.raises(SystemExit, match="--widen-to"):
         continue_script.main(["continue", "--model", str(tmp_path / "val.npz"),
                               "--widen-to", "2,2", *where])

@@ -14,8 +14,8 @@ soft EM, writing a Table 1 row with the totals carried on.
     python bench/experiments/continue_network.py publish --out bench/models/NET.npz \\
         TABLE1 OPTIONS OF THE FINISHED RUN (--train, --models, --grow, --add-fresh, ...)
     python bench/experiments/continue_network.py continue --model bench/models/NET.npz \\
-        [--add-fresh M1[,M2...]] [--soft-iters K --truncation 20 --no-search --rerank-every 3
-        | --iters K] [--start-keep 40] [--widen-to 800,5,5] [--threads 2] [--test 250000]
+        [--add-fresh M1[,M2...]] [--iters H] [--soft-iters K --truncation 20 --no-search
+        --rerank-every 3] [--start-keep 40] [--widen-to 800,5,5] [--threads 2] [--test 250000]
         [--work bench/out/continued] [--publish bench/models/NEXT.npz]
                                               (the result as a portable file in turn)
     python bench/experiments/continue_network.py symmetrize --model bench/models/NET.npz \
@@ -27,9 +27,11 @@ so the run trains on exactly the rows a table1 chain with the same stages would.
 ``--add-validation-images`` adds the 20 validation images' patches (as many per image as the
 rows before have per train image, table1's stage of that name): the paper's training set is
 all 200 train images; from then on the validation score is no longer held out.
-``--widen-to`` splits the network's heaviest nodes into more (``DeepGMM.widen``, seeded by the
-rows' seed) before the rows' start paths are found, so the rows choose between each split
-node and its copy.
+``--iters H`` hard iterations come before any ``--soft-iters`` (which start from the paths of
+the last hard E-step). ``--widen-to`` splits the network's heaviest nodes into more
+(``DeepGMM.widen``, seeded by the rows' seed) before the rows' start paths are found, so the
+rows choose between each split node and its copy; a hard iteration then parts the two, where
+soft EM would share each row between them and keep them alike.
 """
 import argparse
 import os
@@ -201,11 +203,12 @@ def continue_fit(args):
     stages = row_stages(run, recipe, args.add_validation_images)
     validation = stages[-1][0] if stages and stages[-1][1] == "validation" else 0
     stem = file_stem(args.model)
-    tag = (stem + "".join(f"-plus{m}" for m in args.add_fresh)
-           + (f"-plusval{validation}" if args.add_validation_images else "")
-           + (f"-widen{'x'.join(map(str, layers))}" if widened_from else "")
-           + (f"-start{args.start_keep}nodes" if args.start_keep else "")
-           + (bsds300.polish_suffix(run) if args.soft_iters else f"-hard{args.iters}"))
+    hard_tag = (stem + "".join(f"-plus{m}" for m in args.add_fresh)
+                + (f"-plusval{validation}" if args.add_validation_images else "")
+                + (f"-widen{'x'.join(map(str, layers))}" if widened_from else "")
+                + (f"-start{args.start_keep}nodes" if args.start_keep else "")
+                + (f"-hard{args.iters}" if args.iters else ""))
+    tag = hard_tag + (bsds300.polish_suffix(run) if args.soft_iters else "")
     ckpt_dir = os.path.join(args.work, f"{tag}.start-paths")
     ready = bsds300.finished_fit(run, tag, args.soft_iters or args.iters)
     X_all = None
@@ -216,11 +219,22 @@ def continue_fit(args):
         X_all = bsds300.extended_rows(run, X, stages)
         del X
         model.n_threads = args.threads
-        bsds300.set_estep(model, args)  # the file's E-step settings were its last run's
-        fitted, seconds = bsds300.fit_or_resume(
-            layers, X_all, run, tag, start=model, iters=args.soft_iters or args.iters,
-            init_paths=lambda: start_paths(model, X_all, ckpt_dir, args.start_keep),
-            final_estep=not args.soft_iters)
+        fitted, seconds = model, 0.0
+        first_paths = lambda: start_paths(model, X_all, ckpt_dir, args.start_keep)  # noqa: E731
+        if args.iters:  # hard EM first (it parts split nodes that soft EM would keep together)
+            hard = argparse.Namespace(**{**vars(run), "soft_iters": 0})
+            bsds300.set_estep(fitted, hard)  # the file's E-step settings were its last run's
+            fitted, seconds = bsds300.fit_or_resume(
+                layers, X_all, hard, hard_tag, start=fitted, iters=args.iters,
+                init_paths=first_paths, final_estep=not args.soft_iters)
+            hard_ckpt = os.path.join(args.work, f"{hard_tag}.ckpt.npz")
+            first_paths = lambda: bsds300.checkpoint_paths(hard_ckpt, layers)  # noqa: E731
+        if args.soft_iters:
+            bsds300.set_estep(fitted, run)
+            fitted, more = bsds300.fit_or_resume(
+                layers, X_all, run, tag, start=fitted, iters=args.soft_iters,
+                init_paths=first_paths, final_estep=False)
+            seconds += more
     X_all = None  # free the rows before the test patches load
     test = bsds300.load_data(run, "test", args.test)
     fitted.n_threads = args.threads
@@ -232,7 +246,7 @@ def continue_fit(args):
     row = {"layers": list(layers), "paths": int(np.prod(layers)),
            "parameters": int(fitted.n_parameters()), "train_patches": n_rows,
            "test_patches": len(test), "init": totals.get("init"),
-           "em_iterations": totals["em_iterations"] + (0 if args.soft_iters else args.iters),
+           "em_iterations": totals["em_iterations"] + args.iters,
            "soft_em_iterations": totals["soft_em_iterations"] + args.soft_iters,
            "truncation": (args.truncation or None) if args.soft_iters else None,
            "truncation_search": (not args.no_search) if args.soft_iters and args.truncation
