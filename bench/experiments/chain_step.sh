@@ -19,8 +19,8 @@
 # WIDEN_TO (optional, e.g. 800,5,5) first splits the heaviest nodes up to those layer sizes
 # (--widen-to; FRESH 0 keeps the rows the memory holds; name TO in full then, as FROM after
 # it: a name starting with bsds300- is a file stem, as bsds300-800x5x5-36m). ITERS as H+S
-# (e.g. 1+2) runs H hard iterations before S truncated ones: after a split, the hard E-step
-# parts each node from its copy, which truncated soft EM would share every row between.
+# (e.g. 1+2) runs H hard iterations before S truncated ones: after a split, a hard iteration
+# parts each node from its copy at once, truncated soft EM over a few iterations.
 # Afterwards: commit bench/results/bsds300.json, the logs and the model file, and add the rows
 # to Table 1 in bench/results/BSDS300.md (and the summary in README.md) and
 # bench/models/README.md.

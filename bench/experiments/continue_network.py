@@ -30,8 +30,8 @@ all 200 train images; from then on the validation score is no longer held out.
 ``--iters H`` hard iterations come before any ``--soft-iters`` (which start from the paths of
 the last hard E-step). ``--widen-to`` splits the network's heaviest nodes into more
 (``DeepGMM.widen``, seeded by the rows' seed) before the rows' start paths are found, so the
-rows choose between each split node and its copy; a hard iteration then parts the two, where
-soft EM would share each row between them and keep them alike.
+rows choose between each split node and its copy; a hard iteration first parts the two at
+once, where truncated soft EM shares rows between them and parts them over a few iterations.
 """
 import argparse
 import os
@@ -221,7 +221,7 @@ def continue_fit(args):
         model.n_threads = args.threads
         fitted, seconds = model, 0.0
         first_paths = lambda: start_paths(model, X_all, ckpt_dir, args.start_keep)  # noqa: E731
-        if args.iters:  # hard EM first (it parts split nodes that soft EM would keep together)
+        if args.iters:  # hard EM first (after --widen-to it parts each split from its copy)
             hard = argparse.Namespace(**{**vars(run), "soft_iters": 0})
             bsds300.set_estep(fitted, hard)  # the file's E-step settings were its last run's
             fitted, seconds = bsds300.fit_or_resume(
