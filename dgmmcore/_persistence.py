@@ -103,6 +103,8 @@ def read_model_file(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path}")
+    if os.path.isdir(path):
+        _fail(path, "it is a folder")
     # np.load would hand back a bare array for a .npy file and try pickle on anything else
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as fh:

@@ -106,6 +106,8 @@ def test_truncated_and_foreign_files(model, tmp_path):
     np.save(tmp_path / "array.npy", np.zeros(3))  # e.g. `dgmm score DATA MODEL`, swapped
     with pytest.raises(ValueError, match="it is a .npy array"):
         load(tmp_path / "array.npy")
+    with pytest.raises(ValueError, match="it is a folder"):
+        load(tmp_path)
     np.savez(tmp_path / "foreign.npz", a=np.arange(3))
     with pytest.raises(ValueError, match="not written by dgmmcore"):
         load(tmp_path / "foreign.npz")
