@@ -107,8 +107,11 @@ def read_model_file(path):
         _fail(path, "it is a folder")
     # np.load would hand back a bare array for a .npy file and try pickle on anything else
     if not zipfile.is_zipfile(path):
-        with open(path, "rb") as fh:
-            head = fh.read(6)
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(6)
+        except OSError as exc:
+            _fail(path, f"cannot be read ({exc})")
         what = "a .npy array" if head == b"\x93NUMPY" else "not a zip archive"
         _fail(path, f"it is {what}, not an .npz archive written by DeepGMM.save")
     try:
