@@ -5,22 +5,23 @@
 # bench/results/logs/ (bench/out is each machine's scratch). Run it in the background at the
 # start of a session (setsid and </dev/null: session 31's plain `nohup ... &` never started):
 #
-#   setsid nohup bash bench/experiments/chain_step.sh 32m 36m 4000000 3 40 > /dev/null 2>&1 \
-#       < /dev/null &
+#   setsid nohup bash bench/experiments/chain_step.sh 36m bsds300-800x5x5-36m 0 3 40 800,5,5 \
+#       > /tmp/chain.out 2>&1 < /dev/null &
 #
-# FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz; FRESH new train-image patches
-# (0: none, iterations only, once the rows fill the memory or the session's time);
-# ITERS truncated iterations (sessions 28-31, 2 threads: about 50 s per 1M rows where an
-# iteration ranks, 29 s where it reuses the ranking; the exact starts 162-166 s per 1M rows;
-# 15.7 GB resident at 31.8M rows; symmetrize 13 min). START_KEEP (optional, default 0: every
-# row from its exact best path) starts each row from its best path under its START_KEEP most
-# likely top-layer nodes instead (--start-keep; 40: the exact path for 98.5% of rows at about
-# a third of the exact search's cost, session 31; bench/results/BSDS300.md, footnote 33).
-# WIDEN_TO (optional, e.g. 800,5,5) first splits the heaviest nodes up to those layer sizes
-# (--widen-to; FRESH 0 keeps the rows the memory holds; name TO in full then, as FROM after
-# it: a name starting with bsds300- is a file stem, as bsds300-800x5x5-36m). ITERS as H+S
-# (e.g. 1+2) runs H hard iterations before S truncated ones: after a split, a hard iteration
-# parts each node from its copy at once, truncated soft EM over a few iterations.
+# (session 33's plan: the 36M network's top layer widened to 800 nodes on its own 35.8M rows,
+# about 2 h 5 min by session 32's timings; or more rows: chain_step.sh 36m 40m 4000000 3 40.)
+#
+# FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz (a name starting with bsds300-
+# is a file stem: bsds300-800x5x5-36m); FRESH new train-image patches (0: none, iterations
+# only); ITERS truncated iterations, or H+S for H hard ones before S truncated ones (sessions
+# 28-32, 2 threads: about 50 s per 1M rows where a truncated iteration ranks, 28 s where it
+# reuses the ranking; 17.3 GB resident at 35.8M rows, about 1 GB more per 4M rows; symmetrize
+# 12 min). START_KEEP (optional, default 0: every row from its exact best path, 162-166 s per
+# 1M rows) starts each row from its best path under its START_KEEP most likely top-layer nodes
+# instead (--start-keep; 40: the exact path for 98.5% of rows, 46-51 s per 1M rows; sessions
+# 31-32, bench/results/BSDS300.md, footnotes 33-34). WIDEN_TO (optional, e.g. 800,5,5) first
+# splits the heaviest nodes up to those layer sizes (--widen-to): a hard iteration (ITERS 1+S)
+# parts each split node from its copy at once, truncated soft EM over a few iterations.
 # Afterwards: commit bench/results/bsds300.json, the logs and the model file, and add the rows
 # to Table 1 in bench/results/BSDS300.md (and the summary in README.md) and
 # bench/models/README.md.
