@@ -203,6 +203,7 @@ def continue_fit(args):
     stages = row_stages(run, recipe, args.add_validation_images)
     validation = stages[-1][0] if stages and stages[-1][1] == "validation" else 0
     stem = file_stem(args.model)
+    # the hard stage's tag, which the truncated stage's extends (no --iters: no hard stage)
     hard_tag = (stem + "".join(f"-plus{m}" for m in args.add_fresh)
                 + (f"-plusval{validation}" if args.add_validation_images else "")
                 + (f"-widen{'x'.join(map(str, layers))}" if widened_from else "")
