@@ -494,6 +494,19 @@ def table1_row_key(r):
             r.get("start_file"), tuple(r.get("symmetries") or ()))
 
 
+def fit_polish(layers, X, args, model, hard_tag, init_paths=None):
+    """--soft-iters (soft or truncated EM) continued from ``model``, the hard run ``hard_tag``
+    finished: (model, seconds), under the tag hard_tag + polish_suffix. Truncated EM searches
+    from the rows' paths of the hard run's last E-step (its checkpoint's; not from the exact
+    search a loaded model would start with) unless ``init_paths`` gives the rows' paths."""
+    set_estep(model, args)
+    ckpt = os.path.join(args.work, f"{hard_tag}.ckpt.npz")
+    if init_paths is None and args.truncation and os.path.exists(ckpt):
+        init_paths = lambda: checkpoint_paths(ckpt, layers)  # noqa: E731
+    return fit_or_resume(layers, X, args, hard_tag + polish_suffix(args), start=model,
+                         iters=args.soft_iters, init_paths=init_paths, final_estep=False)
+
+
 def set_estep(model, args):
     """Continue ``model`` (warm start) with this run's E-step: --soft-iters as soft EM, or as
     truncated EM with --truncation (without the search with --no-search, ranking on every
@@ -550,19 +563,10 @@ def cmd_table1(args):
                 # the hard stage's rows when it ran now (24M float32 rows: 6 GB to draw again)
                 rows_fitted = (extended if extended is not None
                                else extended_rows(args, train, added_stages(args, len(train))))
-            set_estep(model, args)
-            # truncated EM searches from the rows' paths of the hard run's last E-step (not
-            # from the exact search a loaded model would start with)
-            ckpt = os.path.join(args.work, f"{tag}.ckpt.npz")
-            start_paths = None
-            if args.truncation and os.path.exists(ckpt):
-                start_paths = lambda: checkpoint_paths(ckpt, layers)  # noqa: E731
             shorter = shorter_polish(args, tag)
             if shorter:
                 print(f"[{soft_tag}] going on from {shorter}", flush=True)
-            model, soft_seconds = fit_or_resume(layers, rows_fitted, args, soft_tag,
-                                                start=model, iters=args.soft_iters,
-                                                init_paths=start_paths, final_estep=False)
+            model, soft_seconds = fit_polish(layers, rows_fitted, args, model, tag)
             seconds += soft_seconds
         ll, se = evaluate(model, test)
         # a network trained on the validation images has no held-out validation score

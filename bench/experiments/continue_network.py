@@ -228,13 +228,9 @@ def continue_fit(args):
             fitted, seconds = bsds300.fit_or_resume(
                 layers, X_all, hard, hard_tag, start=fitted, iters=args.iters,
                 init_paths=first_paths, final_estep=not args.soft_iters)
-            hard_ckpt = os.path.join(args.work, f"{hard_tag}.ckpt.npz")
-            first_paths = lambda: bsds300.checkpoint_paths(hard_ckpt, layers)  # noqa: E731
-        if args.soft_iters:
-            bsds300.set_estep(fitted, run)
-            fitted, more = bsds300.fit_or_resume(
-                layers, X_all, run, tag, start=fitted, iters=args.soft_iters,
-                init_paths=first_paths, final_estep=False)
+        if args.soft_iters:  # after a hard stage, from its last paths (as table1's polish)
+            fitted, more = bsds300.fit_polish(layers, X_all, run, fitted, hard_tag,
+                                              init_paths=None if args.iters else first_paths)
             seconds += more
     X_all = None  # free the rows before the test patches load
     test = bsds300.load_data(run, "test", args.test)
