@@ -38,6 +38,61 @@ def _positive(text):
     return v
 
 
+def _seed(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def _read_npy_rows(path, what):
+    """The 2-D array of numbers in a .npy file (never unpickled), or a ValueError naming
+    ``what`` (the option or argument) and the problem."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} {path}: no such file or folder")
+    if not str(path).endswith(".npy"):
+        raise ValueError(f"{what} must be a folder of images or a .npy file of rows, got {path}")
+    try:
+        X = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # pickled objects, or not a .npy file at all
+        why = ("it holds Python objects; dgmm reads arrays of numbers only"
+               if "allow_pickle" in str(exc) else str(exc))
+        raise ValueError(f"{what} {path}: cannot be read as a .npy array ({why})") from None
+    if not isinstance(X, np.ndarray):  # an .npz archive renamed .npy
+        raise ValueError(f"{what} {path}: an .npz archive, not a .npy array of rows")
+    if X.ndim != 2:
+        raise ValueError(f"{what} {path} must hold a 2-D array of rows, got shape {X.shape}")
+    return X
+
+
+def _check_output(path, what):
+    """Refuse an output path that cannot be written before any work is done: a folder, or a
+    file in a folder that does not exist."""
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path} is a folder; name a file in it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{what} {path}: the folder {folder} does not exist")
+    return path
+
+
+def _check_image_output(path, what):
+    """An output image path that Pillow can write: a known image extension."""
+    _check_output(path, what)
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("writing images needs Pillow: pip install 'dgmmcore[images]'") from None
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in Image.registered_extensions():
+        raise ValueError(f"{what} {path}: unknown image extension {ext or '(none)'!r}; use "
+                         f".png, for instance")
+    return path
+
+
 def _split_rows(X, held_out, seed):
     """Shuffle rows (deterministically) and hold out a fraction for testing."""
     rng = np.random.default_rng(seed)
@@ -63,14 +118,10 @@ def load_training_data(args):
         if os.path.isdir(args.data):
             n = args.n_patches or 100_000
             X = datasets.load_patches_from_images(args.data, n, random_state=seed)
-        elif args.data.endswith(".npy"):
-            X = np.load(args.data, allow_pickle=False)
-            if X.ndim != 2:
-                raise ValueError(f"{args.data} must hold a 2-D array of rows, got shape {X.shape}")
+        else:
+            X = _read_npy_rows(args.data, "--data")
             if args.n_patches:
                 X = X[: args.n_patches]
-        else:
-            raise ValueError(f"--data must be a folder of images or a .npy file, got {args.data}")
         train, test = _split_rows(X, 0.1, seed)
         return train, test, f"{args.data} ({len(X)} rows, 10% held out)"
     train = datasets.load_default("train", n_patches=args.n_patches, random_state=seed)
@@ -80,6 +131,9 @@ def load_training_data(args):
 
 def cmd_fit(args):
     from . import ConvergenceWarning, DeepGMM, SymmetrizedModel, load
+    _check_output(args.out, "--out")  # before the fit, not after it
+    if args.checkpoint:
+        _check_output(args.checkpoint, "--checkpoint")
     train, test, what = load_training_data(args)
     if args.float32:
         train = train.astype(np.float32)
@@ -196,9 +250,10 @@ def _load_rows(path, n_features):
     from . import datasets
     if os.path.isdir(path):
         return datasets.load_patches_from_images(path, 50_000, random_state=0)
-    X = np.load(path, allow_pickle=False)
-    if X.ndim != 2 or X.shape[1] != n_features:
-        raise ValueError(f"{path}: expected rows of {n_features} values, got shape {X.shape}")
+    X = _read_npy_rows(path, "DATA")
+    if X.shape[1] != n_features:
+        raise ValueError(f"DATA {path}: expected rows of {n_features} values, got shape "
+                         f"{X.shape}")
     return X
 
 
@@ -239,16 +294,18 @@ def patch_grid(X, patch=8, pad=1, cols=None):
 
 def cmd_sample(args):
     from . import load
+    if args.npy:
+        _check_output(args.npy, "--npy")
+    if args.png:
+        _check_image_output(args.png, "--png")
     model = load(args.model)
     X, paths = model.sample(args.n, random_state=args.seed)
     if args.npy:
-        np.save(args.npy, X)
+        with open(args.npy, "wb") as fh:  # the name given (np.save would append .npy)
+            np.save(fh, X)
         print(f"{args.n} samples written to {args.npy}")
     if args.png:
-        try:
-            from PIL import Image
-        except ImportError:
-            raise SystemExit("--png needs Pillow: pip install 'dgmmcore[images]'")
+        from PIL import Image
         side = int(math.isqrt(model.n_features_in_ + 1))
         img = patch_grid(X, patch=side)
         enlarged = Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4),
@@ -289,6 +346,7 @@ def cmd_info(args):
 
 def cmd_symmetrize(args):
     from . import SymmetrizedModel, load
+    _check_output(args.out, "-o/--out")
     model = load(args.model)
     if isinstance(model, SymmetrizedModel):
         model = model.model  # re-symmetrized from its network
@@ -299,10 +357,13 @@ def cmd_symmetrize(args):
 
 
 def _symmetries(text):
-    from .symmetry import SQUARE_SYMMETRIES
+    from .symmetry import SQUARE_SYMMETRIES, _check_symmetries
     if text == "all":
         return SQUARE_SYMMETRIES
-    return tuple(s.strip() for s in text.split(","))
+    try:  # checked here, not after a whole fit
+        return _check_symmetries(tuple(s.strip() for s in text.split(",")))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _read_gray(path):
@@ -320,16 +381,22 @@ def _write_gray(path, img):
 
 def cmd_denoise(args):
     from . import load, restoration
+    _check_image_output(args.out, "-o/--out")
     model = load(args.model)
     if args.threads:
         model.n_threads = args.threads
     img = _read_gray(args.image)
+    clean = None
+    if args.clean:
+        clean = _read_gray(args.clean)
+        if clean.shape != img.shape:
+            raise ValueError(f"--clean {args.clean} is {clean.shape[1]}x{clean.shape[0]}, the "
+                             f"image {img.shape[1]}x{img.shape[0]}")
     t0 = time.perf_counter()
     out = restoration.denoise(model, img, args.sigma, search=args.search)
     print(f"denoised {args.image} ({img.shape[1]}x{img.shape[0]}) at sigma {args.sigma} in "
           f"{time.perf_counter() - t0:.1f} s")
-    if args.clean:
-        clean = _read_gray(args.clean)
+    if clean is not None:
         print(f"PSNR {restoration.psnr(clean, img):.2f} dB -> "
               f"{restoration.psnr(clean, out):.2f} dB")
     _write_gray(args.out, out)
@@ -339,6 +406,7 @@ def cmd_denoise(args):
 
 def cmd_inpaint(args):
     from . import load, restoration
+    _check_image_output(args.out, "-o/--out")
     model = load(args.model)
     if args.threads:
         model.n_threads = args.threads
@@ -397,7 +465,7 @@ def build_parser():
                         "E-step; local runs only)")
     f.add_argument("--iters", type=_positive, default=30, help="EM iterations (default 30)")
     f.add_argument("--threads", type=_positive, default=None)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=_seed, default=0)
     f.add_argument("--reg-covar", type=float, default=None,
                    help="added to every path's covariance diagonal (absolute; default 1e-6, "
                         "or the model's own with --resume/--grow-/--widen-from). On patches "
@@ -440,7 +508,7 @@ def build_parser():
     sm.add_argument("-n", type=_positive, default=64)
     sm.add_argument("--png", help="write the samples as a grid of patches")
     sm.add_argument("--npy", help="write the samples as a .npy array")
-    sm.add_argument("--seed", type=int, default=None)
+    sm.add_argument("--seed", type=_seed, default=None)
     sm.set_defaults(func=cmd_sample)
     d = sub.add_parser("denoise", help="denoise a grayscale image with a patch model (EPLL)")
     d.add_argument("model")
@@ -475,7 +543,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         print(f"dgmm: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -253,3 +253,75 @@ def test_fit_float32_trains_on_float32_rows(tmp_path):
     # and it is a float32 fit, not the float64 one
     assert any(not np.array_equal(g, w)
                for g, w in zip(got.transforms_, fits[np.float64].transforms_))
+
+
+def test_data_that_is_not_a_npy_array_is_named(tmp_path, capsys):
+    X, npy = two_clusters_npy(tmp_path, 5)
+    assert main(fit_args(npy, "--layers", "2", "--iters", "1",
+                         "--out", str(tmp_path / "m.npz"))) == 0
+    capsys.readouterr()
+    model = str(tmp_path / "m.npz")
+    # the arguments swapped, an .npz archive renamed .npy, a .npy of pickled objects
+    np.savez(tmp_path / "renamed.npz", x=X)
+    os.replace(tmp_path / "renamed.npz", tmp_path / "renamed.npy")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for data, why in ((model, "must be a folder of images or a .npy file"),
+                      (str(tmp_path / "renamed.npy"), "an .npz archive, not a .npy array"),
+                      (str(tmp_path / "objects.npy"), "holds Python objects"),
+                      (str(tmp_path / "absent.npy"), "no such file or folder")):
+        assert main(["score", model, data]) == 2
+        assert why in capsys.readouterr().err
+    assert main(fit_args(str(tmp_path / "objects.npy"))) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def test_outputs_are_checked_before_the_fit(tmp_path, capsys):
+    _, npy = two_clusters_npy(tmp_path, 6)
+    for option, path, why in (("--out", tmp_path, "is a folder"),
+                              ("--out", tmp_path / "no" / "m.npz", "does not exist"),
+                              ("--checkpoint", tmp_path, "is a folder")):
+        assert main(fit_args(npy, "--layers", "2", "--iters", "1", option, str(path))) == 2
+        out, err = capsys.readouterr()
+        assert why in err and option in err
+        assert "fit:" not in out  # refused before training, not after
+    with pytest.raises(SystemExit):
+        main(fit_args(npy, "--symmetric-rounds", "1", "--symmetries", "identity,foo"))
+    assert "unknown symmetries ['foo']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(fit_args(npy, "--seed", "-1"))
+    assert "non-negative integer" in capsys.readouterr().err
+
+
+def test_sample_writes_the_file_it_names(tmp_path, capsys):
+    _, npy = two_clusters_npy(tmp_path, 7)
+    assert main(fit_args(npy, "--layers", "2", "--iters", "1",
+                         "--out", str(tmp_path / "m.npz"))) == 0
+    assert main(["sample", str(tmp_path / "m.npz"), "-n", "4", "--seed", "1",
+                 "--npy", str(tmp_path / "drawn")]) == 0
+    drawn = np.load(tmp_path / "drawn")  # no .npy appended
+    want, _ = load(tmp_path / "m.npz").sample(4, random_state=1)
+    np.testing.assert_array_equal(drawn, want)
+    assert not (tmp_path / "drawn.npy").exists()
+
+
+def test_restoration_outputs_and_clean_image_are_checked_first(tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    from dgmmcore import DeepGMM
+    rng = np.random.default_rng(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        DeepGMM((2,), max_iter=2, random_state=0).fit(
+            rng.standard_normal((200, 63)) * 0.05).save(tmp_path / "p.npz")
+    Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 256, (12, 16), dtype=np.uint8)).save(tmp_path / "b.png")
+    denoise = ["denoise", str(tmp_path / "p.npz"), str(tmp_path / "a.png"), "--sigma", "10"]
+    for out, why in (("o.xyz", "unknown image extension"), ("no/o.png", "does not exist")):
+        assert main(denoise + ["-o", str(tmp_path / out)]) == 2
+        out_text, err = capsys.readouterr()
+        assert why in err and "denoised" not in out_text
+    assert main(denoise + ["-o", str(tmp_path / "o.png"), "--clean", str(tmp_path / "b.png")]) == 2
+    assert "--clean" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+    assert main(["inpaint", str(tmp_path / "p.npz"), str(tmp_path / "a.png"),
+                 str(tmp_path / "a.png"), "-o", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
