@@ -23,6 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import _estep
 from ._network import PathTable, ravel_paths, unravel_paths
 from ._threads import effective_n_threads, limited_blas
+from ._validation import check_float, check_n_threads
 
 # Random restarts of the heuristic search at the first beta, and the dtype patches are
 # scored in (float32 changes the restorations by far less than their error; see
@@ -33,7 +34,11 @@ SCORE_DTYPE = np.float32
 
 def psnr(reference, estimate, peak=255.0):
     """Peak signal-to-noise ratio in dB."""
-    mse = np.mean((np.asarray(reference, float) - np.asarray(estimate, float)) ** 2)
+    reference, estimate = np.asarray(reference, float), np.asarray(estimate, float)
+    if reference.shape != estimate.shape:
+        raise ValueError(f"psnr compares images of one shape, got {reference.shape} and "
+                         f"{estimate.shape}")
+    mse = np.mean((reference - estimate) ** 2)
     return float("inf") if mse == 0 else 10 * math.log10(peak ** 2 / mse)
 
 
@@ -102,6 +107,26 @@ def _patch_prior(model):
 
 
 SEARCHES = ("tracked", "exact", "heuristic")
+
+
+def _penalties(betas, default, variance, n_threads):
+    """The schedule of penalties beta (``betas`` or ``default``, each divided by
+    ``variance``, the noise variance on the model's scale), with the thread count checked:
+    every beta must come out a positive finite number."""
+    check_n_threads(n_threads)
+    if betas is None:
+        betas = default
+    elif isinstance(betas, (str, bytes)) or np.ndim(betas) != 1 or len(betas) == 0:
+        raise ValueError(f"betas must be a non-empty sequence of positive numbers, got "
+                         f"{betas!r}")
+    betas = [check_float(b, f"betas[{i}]", minimum=0, strict=True)
+             for i, b in enumerate(betas)]
+    with np.errstate(divide="ignore", over="ignore"):
+        betas = [float(np.float64(b) / variance) for b in betas]
+    if not all(math.isfinite(b) and b > 0 for b in betas):
+        raise ValueError(f"the penalties betas / {variance:.3g} overflow or vanish: sigma or "
+                         f"scale is out of range")
+    return betas
 
 
 def _check_search(search):
@@ -199,20 +224,24 @@ def denoise(model, image, sigma, betas=None, scale=256.0, n_threads=None, search
     the previous beta's path), 'exact' (all paths every time) or 'heuristic' (coordinate
     ascent only). For a 1-layer GMM all three are the exhaustive search. Deterministic."""
     y, side = _check_image(model, image)
-    if not (np.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-    s2 = (sigma / scale) ** 2
-    betas = [b / s2 for b in (betas or (1, 4, 8, 16, 32, 64))]
+    sigma = check_float(sigma, "sigma", minimum=0, strict=True)
+    scale = check_float(scale, "scale", minimum=0, strict=True)
+    with np.errstate(over="ignore", under="ignore"):  # out of range: refused by _penalties
+        s2 = float(np.float64(sigma / scale) ** 2)
+    betas = _penalties(betas, (1, 4, 8, 16, 32, 64), s2, n_threads)
     lam = side * side / s2
     return _hqs(model, y, np.ones_like(y), lam, betas, y, scale, n_threads, search)
 
 
 def inpaint(model, image, mask, betas=None, scale=256.0, n_threads=None, search="tracked"):
     """Fill the pixels where ``mask`` is True (missing) in a grayscale image (0..255 scale);
-    observed pixels are kept. Missing pixels start at the mean of the observed ones.
-    ``search`` as in :func:`denoise`."""
+    observed pixels are kept; values at missing pixels are ignored (NaN is fine), as by
+    ``DeepGMM.impute``. Missing pixels start at the mean of the observed ones. ``search`` as
+    in :func:`denoise`."""
+    image, mask = np.asarray(image), np.asarray(mask)
+    if mask.shape == image.shape and image.dtype.kind == "f":
+        image = np.where(mask.astype(bool), 0.0, image)
     y, side = _check_image(model, image)
-    mask = np.asarray(mask)
     if mask.shape != y.shape:
         raise ValueError(f"mask must have the image's shape {y.shape}, got {mask.shape}")
     mask = mask.astype(bool)
@@ -220,6 +249,7 @@ def inpaint(model, image, mask, betas=None, scale=256.0, n_threads=None, search=
         raise ValueError("mask marks every pixel missing: nothing to inpaint from")
     observed = (~mask).astype(np.float64)
     init = np.where(mask, y[~mask].mean(), y)
+    scale = check_float(scale, "scale", minimum=0, strict=True)
     s0 = 50.0 / scale
-    betas = [b / s0 ** 2 for b in (betas or (1, 2, 4, 8, 16, 32, 64, 128, 256))]
+    betas = _penalties(betas, (1, 2, 4, 8, 16, 32, 64, 128, 256), s0 ** 2, n_threads)
     return _hqs(model, y, observed, None, betas, init, scale, n_threads, search)

@@ -125,3 +125,50 @@ def test_from_factors_checks_layers():
     with pytest.raises(ValueError, match="multiply"):
         PathTable.from_factors(np.zeros(4), np.zeros((4, 2)), np.tile(np.eye(2), (4, 1, 1)),
                                np.zeros(4), layers=(3, 2))
+
+
+@pytest.mark.parametrize("kwargs,error,msg", [
+    (dict(sigma=1e300), ValueError, "out of range"),   # the penalties underflow to 0
+    (dict(sigma=1e-200), ValueError, "out of range"),  # ... or overflow
+    (dict(sigma="10"), TypeError, "sigma"),
+    (dict(sigma=None), TypeError, "sigma"),
+    (dict(betas=[0]), ValueError, r"betas\[0\]"),
+    (dict(betas=[1, -1]), ValueError, r"betas\[1\]"),
+    (dict(betas=[np.nan]), ValueError, r"betas\[0\]"),
+    (dict(betas=[]), ValueError, "non-empty"),
+    (dict(betas=4.0), ValueError, "sequence"),
+    (dict(scale=0), ValueError, "scale"),
+    (dict(scale=-1), ValueError, "scale"),
+    (dict(n_threads=-1), ValueError, "n_threads"),
+    (dict(n_threads=1.5), TypeError, "n_threads"),
+])
+def test_bad_restoration_arguments_are_named(prior, kwargs, error, msg):
+    img = np.full((10, 10), 100.0)
+    args = dict(sigma=10) | kwargs
+    with pytest.raises(error, match=msg):
+        restoration.denoise(prior, img, args.pop("sigma"), **args)
+    if "sigma" not in kwargs:  # the same checks for inpainting
+        with pytest.raises(error, match=msg):
+            restoration.inpaint(prior, img, np.eye(10, dtype=bool), **kwargs)
+
+
+def test_betas_as_an_array_equal_the_list(prior):
+    noisy = 128 + 20 * np.random.default_rng(3).standard_normal((12, 12))
+    np.testing.assert_array_equal(
+        restoration.denoise(prior, noisy, 20, betas=np.array([1.0, 4.0])),
+        restoration.denoise(prior, noisy, 20, betas=[1, 4]))
+
+
+def test_psnr_refuses_images_of_two_shapes():
+    with pytest.raises(ValueError, match="one shape"):
+        restoration.psnr(np.zeros((4, 4)), np.zeros((4, 5)))
+
+
+def test_inpainting_ignores_the_values_at_missing_pixels(prior):
+    yy, xx = np.mgrid[0:20, 0:20]
+    clean = 128 + 60 * np.sin(0.2 * xx) * np.cos(0.15 * yy)
+    mask = np.random.default_rng(4).random(clean.shape) < 0.3
+    np.testing.assert_array_equal(restoration.inpaint(prior, np.where(mask, np.nan, clean), mask),
+                                  restoration.inpaint(prior, np.where(mask, 7.0, clean), mask))
+    with pytest.raises(ValueError, match="NaN"):  # NaN where a pixel is observed
+        restoration.inpaint(prior, np.where(mask, clean, np.nan), mask)
