@@ -43,6 +43,7 @@ def atomic_savez(path, arrays, compress=False):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would make it; mkstemp's is 0600
         with os.fdopen(fd, "wb") as f:
             (np.savez_compressed if compress else np.savez)(f, **arrays)
             f.flush()
@@ -54,6 +55,12 @@ def atomic_savez(path, arrays, compress=False):
         except OSError:
             pass
         raise
+
+
+def _umask():
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def model_arrays(model, extra=None, hyperparameters=None):
@@ -126,38 +133,110 @@ def read_model_file(path):
         meta = json.loads(str(data["meta"]))
     except (TypeError, ValueError) as exc:
         _fail(path, f"corrupted header ({exc})")
-    if meta.get("magic") != _MAGIC:
+    if not isinstance(meta, dict) or meta.get("magic") != _MAGIC:
         _fail(path, "wrong magic string")
     if version > FORMAT_VERSION:
         _fail(path, f"format version {version} is newer than this dgmmcore reads "
                     f"({FORMAT_VERSION}); upgrade dgmmcore")
     if version < 1:
         _fail(path, f"unknown format version {version}")
-    k = len(meta.get("layers", []))
+    _check_header(path, meta)
+    k = len(meta["layers"])
     try:
         transforms = [data[f"transforms_{j}"] for j in range(k)]
         biases = [data[f"biases_{j}"] for j in range(k)]
         weights = data["weights"]
+        layer_weights = None
+        if "layer_weights_0" in data:
+            layer_weights = [data[f"layer_weights_{j}"] for j in range(k)]
     except KeyError as exc:
         _fail(path, f"missing array {exc}")
-    layer_weights = None
-    if "layer_weights_0" in data:
-        layer_weights = [data[f"layer_weights_{j}"] for j in range(k)]
-    if k == 0 or tuple(weights.shape) != tuple(meta["layers"]):
+    if tuple(weights.shape) != tuple(meta["layers"]):
         _fail(path, "layer sizes in the header do not match the stored prior")
     return meta, transforms, biases, weights, layer_weights
+
+
+def _check_header(path, meta):
+    """The header's structure, before anything is read by it: layer sizes, and the
+    hyperparameters and history as the types the model keeps."""
+    layers = meta.get("layers")
+    if not (isinstance(layers, list) and layers and all(
+            type(n) is int and n >= 1 for n in layers)):
+        _fail(path, f"its header's layers must be a list of positive integers, got {layers!r}")
+    if not isinstance(meta.get("hyperparameters", {}), dict):
+        _fail(path, "its header's hyperparameters are not a mapping")
+    for key in ("history", "symmetric_history"):
+        history = meta.get(key)
+        if history is not None and not (isinstance(history, list) and all(
+                isinstance(r, dict) and isinstance(r.get("objective", 0.0), (int, float))
+                for r in history)):
+            _fail(path, f"its header's {key} is not a list of iteration records")
+
+
+def _check_checkpoint(path, f, meta, D):
+    """What a plain fit resumes from, checked here so that a bad file cannot index outside
+    the network or feed NaN to the M-step (model.fit checks the rows it is given)."""
+    from ._symmetric_em import restored_generator
+    from ._validation import check_float_array
+    layers = meta["layers"]
+    n_paths = int(np.prod(layers))
+    paths = None
+    if "checkpoint_paths" in f.files:
+        paths = f["checkpoint_paths"]
+        if paths.ndim != 1 or paths.dtype.kind not in "iu":
+            _fail(path, f"its checkpoint paths must be a 1-D integer array, got "
+                        f"{paths.dtype} of shape {paths.shape}")
+        if paths.size and (paths.min() < 0 or paths.max() >= n_paths):
+            _fail(path, f"its checkpoint paths lie outside the network's {n_paths}")
+        paths = paths.astype(np.intp)
+    ranked = f["checkpoint_ranked"] if "checkpoint_ranked" in f.files else None
+    Q, c = [], []
+    for j, n in enumerate(layers):
+        missing = [k for k in (f"checkpoint_Q_{j}", f"checkpoint_c_{j}") if k not in f.files]
+        if missing:
+            _fail(path, f"incomplete checkpoint (missing {missing[0]!r})")
+        q, cj = f[f"checkpoint_Q_{j}"], f[f"checkpoint_c_{j}"]
+        try:
+            q = check_float_array(q, f"checkpoint_Q_{j}", ndim=3)
+            cj = check_float_array(cj, f"checkpoint_c_{j}", ndim=2)
+        except (TypeError, ValueError) as exc:
+            _fail(path, f"invalid checkpoint ({exc})")
+        if q.shape != (n, D, D) or cj.shape != (n, D):
+            _fail(path, f"its checkpoint's layer {j} has shapes {q.shape} and {cj.shape}, "
+                        f"expected {(n, D, D)} and {(n, D)}")
+        Q.append(q)
+        c.append(cj)
+    if not isinstance(meta.get("history"), list):
+        _fail(path, "its checkpoint has no iteration history")
+    try:
+        restored_generator(meta["checkpoint"].get("rng_state")
+                           if isinstance(meta["checkpoint"], dict) else None)
+    except ValueError as exc:
+        _fail(path, str(exc))
+    return {"paths": paths, "ranked": ranked, "history": meta["history"], "Q": Q, "c": c,
+            "rng_state": meta["checkpoint"]["rng_state"]}
 
 
 def load_model(path):
     """Load a model written by ``DeepGMM.save`` (or ``SymmetrizedModel.save``); never
     unpickles."""
-    from ._validation import check_params
+    from ._validation import _check_prob, check_params
     from .model import DeepGMM
     meta, transforms, biases, weights, layer_weights = read_model_file(path)
     try:
         A, b, joint, _ = check_params(transforms, biases, weights)
+        if layer_weights is not None:  # a factorized prior: its factors must make the joint
+            factors = [_check_prob(w, f"layer_weights[{j}]", (n,))
+                       for j, (w, n) in enumerate(zip(layer_weights, meta["layers"]))]
+            product = factors[0]
+            for w in factors[1:]:
+                product = np.multiply.outer(product, w)
+            if not np.allclose(product, joint, rtol=1e-9, atol=1e-15):
+                raise ValueError("layer_weights do not multiply to the joint weights")
     except (TypeError, ValueError) as exc:
         _fail(path, f"invalid parameters ({exc})")
+    if abs(float(weights.sum()) - 1.0) > 1e-12:  # within check_params' 1e-6, not rounding
+        weights = joint
     hyper = {k: v for k, v in meta.get("hyperparameters", {}).items() if k in HYPERPARAMETERS}
     if isinstance(hyper.get("random_state"), str):
         hyper["random_state"] = None
@@ -170,17 +249,7 @@ def load_model(path):
         model.converged_ = meta.get("converged")
     if "checkpoint" in meta:
         with np.load(path, allow_pickle=False) as f:
-            paths = f["checkpoint_paths"].astype(np.intp) if "checkpoint_paths" in f.files else None
-            ranked = f["checkpoint_ranked"] if "checkpoint_ranked" in f.files else None
-            k = len(meta["layers"])
-            try:
-                Q = [f[f"checkpoint_Q_{j}"] for j in range(k)]
-                c = [f[f"checkpoint_c_{j}"] for j in range(k)]
-            except KeyError as exc:
-                _fail(path, f"incomplete checkpoint (missing {exc})")
-        model._resume_state = {"paths": paths, "ranked": ranked, "history": meta["history"],
-                               "Q": Q, "c": c,
-                               "rng_state": meta["checkpoint"]["rng_state"]}
+            model._resume_state = _check_checkpoint(path, f, meta, model.n_features_in_)
     if "symmetries" in meta:  # written by SymmetrizedModel.save
         from .symmetry import SymmetrizedModel
         try:

@@ -121,3 +121,99 @@ def test_pickled_object_array_is_refused(model, tmp_path):
              lambda a: a.__setitem__("weights", np.array([object()], dtype=object)))
     with pytest.raises(ValueError, match="not a readable"):
         load(tmp_path / "obj.npz")
+
+
+def _edit_meta(edit):
+    """A _rewrite change that edits the JSON header."""
+    def change(arrays):
+        meta = json.loads(str(arrays["meta"]))
+        edit(meta)
+        arrays["meta"] = np.array(json.dumps(meta))
+    return change
+
+
+@pytest.mark.parametrize("change,msg", [
+    (lambda a: a.__setitem__("meta", np.array(json.dumps([1, 2]))), "magic"),
+    (_edit_meta(lambda m: m.__setitem__("layers", 5)), "layers must be a list"),
+    (_edit_meta(lambda m: m.__setitem__("layers", None)), "layers must be a list"),
+    (_edit_meta(lambda m: m.__setitem__("layers", [3, 2.0])), "layers must be a list"),
+    (_edit_meta(lambda m: m.__setitem__("layers", [])), "layers must be a list"),
+    (_edit_meta(lambda m: m.__setitem__("hyperparameters", [1])), "not a mapping"),
+    (_edit_meta(lambda m: m.__setitem__("history", 5)), "history is not a list"),
+    (_edit_meta(lambda m: m.__setitem__("history", [{"objective": "x"}])), "history"),
+])
+def test_bad_headers_give_clear_errors(model, tmp_path, change, msg):
+    model.save(tmp_path / "m.npz")
+    _rewrite(tmp_path / "m.npz", tmp_path / "bad.npz", change)
+    with pytest.raises(ValueError, match=msg):
+        load(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("change,msg", [
+    (lambda a: a.pop("layer_weights_1"), "missing array 'layer_weights_1'"),
+    (lambda a: a.__setitem__("layer_weights_0", np.array([np.nan, .5, .5])), "NaN"),
+    (lambda a: a.__setitem__("layer_weights_0", np.array([1.0])), r"shape \(3,\)"),
+    (lambda a: a.__setitem__("layer_weights_0", np.eye(7)), "1-D"),
+    (lambda a: a.__setitem__("layer_weights_0", np.array([.5, .3, .2])), "multiply"),
+])
+def test_bad_layer_weights_give_clear_errors(tmp_path, change, msg):
+    A, b, _ = random_params((3, 2), 2, np.random.default_rng(1))
+    DeepGMM.from_params(A, b, [np.array([.2, .3, .5]), np.array([.5, .5])]).save(
+        tmp_path / "fz.npz")
+    _rewrite(tmp_path / "fz.npz", tmp_path / "bad.npz", change)
+    with pytest.raises(ValueError, match=msg):
+        load(tmp_path / "bad.npz")
+
+
+def test_weights_off_by_rounding_noise_are_normalized(model, tmp_path):
+    model.save(tmp_path / "m.npz")
+    # within the 1e-6 the loader accepts, but past what numpy's sampler accepts
+    _rewrite(tmp_path / "m.npz", tmp_path / "w.npz",
+             lambda a: a.__setitem__("weights", a["weights"] * (1 + 5e-7)))
+    back = load(tmp_path / "w.npz")
+    assert back.weights_.sum() == pytest.approx(1.0, abs=1e-15)
+    np.testing.assert_allclose(back.weights_, model.weights_, rtol=1e-15)
+    X, _ = back.sample(50, random_state=0)
+    assert X.shape == (50, 4)
+
+
+def test_saved_files_follow_the_umask(model, tmp_path):
+    old = os.umask(0o022)
+    try:
+        model.save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "m.npz").st_mode & 0o777) == 0o644
+
+
+def _checkpoint(tmp_path):
+    """A checkpoint of a short truncated run on 200 rows, and the rows."""
+    import warnings
+    X = np.random.default_rng(2).standard_normal((200, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        DeepGMM((3, 2), max_iter=2, random_state=0, n_threads=1).fit(
+            X, checkpoint=tmp_path / "ck.npz")
+    return X
+
+
+@pytest.mark.parametrize("change,msg", [
+    (lambda a: a["checkpoint_paths"].__setitem__(0, 10 ** 6), "outside the network's 6"),
+    (lambda a: a["checkpoint_paths"].__setitem__(0, -1), "outside the network's 6"),
+    (lambda a: a.__setitem__("checkpoint_paths", a["checkpoint_paths"] + 0.5), "integer"),
+    (lambda a: a.__setitem__("checkpoint_paths", a["checkpoint_paths"].reshape(2, -1)),
+     "1-D integer"),
+    (lambda a: a["checkpoint_Q_0"].__setitem__((0, 0, 0), np.nan), "NaN"),
+    (lambda a: a.__setitem__("checkpoint_Q_1", a["checkpoint_Q_1"][:1]), "layer 1 has shapes"),
+    (lambda a: a.__setitem__("checkpoint_c_0", a["checkpoint_c_0"][:, :2]), "layer 0 has shapes"),
+    (lambda a: a.pop("checkpoint_c_1"), "missing 'checkpoint_c_1'"),
+    (_edit_meta(lambda m: m["checkpoint"].__setitem__("rng_state", 5)), "random generator"),
+    (_edit_meta(lambda m: m["checkpoint"]["rng_state"].__setitem__("bit_generator", "os")),
+     "random generator"),
+])
+def test_bad_checkpoints_give_clear_errors(tmp_path, change, msg):
+    X = _checkpoint(tmp_path)
+    load(tmp_path / "ck.npz").fit(X, resume=True)  # the file as written resumes
+    _rewrite(tmp_path / "ck.npz", tmp_path / "bad.npz", change)
+    with pytest.raises(ValueError, match=msg):
+        load(tmp_path / "bad.npz")
