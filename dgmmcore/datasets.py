@@ -88,6 +88,10 @@ def _as_image_list(images):
     """Return ``images`` as a non-empty list of 2-D numeric arrays."""
     if isinstance(images, np.ndarray) and images.ndim == 2:
         images = [images]  # a single image, not a stack of rows
+    if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[2] in (3, 4):
+        raise ValueError(f"an array of shape {images.shape} looks like one colour image, not "
+                         f"a stack of grayscale ones: convert it to grayscale (load_images(..., "
+                         f"grayscale=True) reads files so), or pass a stack as a list")
     images = [np.asarray(im) for im in images]
     if not images:
         raise ValueError("no images given")
@@ -97,6 +101,8 @@ def _as_image_list(images):
                              " (convert colour images with load_images(..., grayscale=True))")
         if not (np.issubdtype(im.dtype, np.integer) or np.issubdtype(im.dtype, np.floating)):
             raise ValueError(f"image {i} must hold integer or float pixels; got dtype {im.dtype}")
+        if im.dtype.kind == "f" and not np.isfinite(im).all():
+            raise ValueError(f"image {i} contains NaN or infinity")
     return images
 
 
@@ -484,15 +490,29 @@ def load_images(folder_or_files, grayscale=True):
     """
     files = _image_files(folder_or_files)
     Image = _pillow_image()
-    mode = "L" if grayscale else "RGB"
     images = []
     for path in files:
         try:
             with Image.open(path) as img:
-                images.append(np.asarray(img.convert(mode), dtype=np.uint8))
+                images.append(_as_8bit(img, grayscale, path))
         except (OSError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
             raise ValueError(f"could not read image {path}: {exc}") from exc
     return images
+
+
+def _as_8bit(img, grayscale, path):
+    """A Pillow image as uint8 pixels. 16-bit grayscale keeps its high byte (Pillow's own
+    conversion would clip it at 255); 32-bit integer and float pixels have no known range,
+    so they are refused rather than guessed."""
+    if img.mode.startswith("I;16"):
+        gray = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+        return gray if grayscale else np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode in ("I", "F"):
+        raise ValueError(f"image {path} has {'32-bit integer' if img.mode == 'I' else 'float'} "
+                         f"pixels (Pillow mode {img.mode!r}) of no known range; save it with 8 "
+                         f"or 16 bits, or pass its array, scaled to 0..255, to "
+                         f"extract_patches")
+    return np.asarray(img.convert("L" if grayscale else "RGB"), dtype=np.uint8)
 
 
 def _is_path_input(obj):

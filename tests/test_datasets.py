@@ -259,6 +259,39 @@ def test_load_images_errors(tmp_path, image_folder):
         load_images(bad)
 
 
+def test_16_bit_images_keep_their_range_and_wider_ones_are_refused(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    deep = np.random.default_rng(3).integers(0, 65536, (12, 10)).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # Pillow mode I;16
+    np.testing.assert_array_equal(load_images(tmp_path / "deep.png")[0], deep >> 8)
+    colour = load_images([tmp_path / "deep.png"], grayscale=False)[0]
+    np.testing.assert_array_equal(colour, np.stack([deep >> 8] * 3, axis=2))
+    for name, array in (("f.tiff", deep / 65535.0), ("i.tiff", deep.astype(np.int32))):
+        Image.fromarray(array.astype(np.float32) if name == "f.tiff" else array).save(
+            tmp_path / name)
+        with pytest.raises(ValueError, match="no known range"):
+            load_images(tmp_path / name)
+
+
+def test_one_colour_image_array_is_not_taken_for_a_stack():
+    rgb = np.zeros((20, 30, 3))
+    for call in (lambda: extract_patches(rgb, 4, patch_size=2),
+                 lambda: load_patches_from_images(rgb, 4, patch_size=2)):
+        with pytest.raises(ValueError, match="looks like one colour image"):
+            call()
+    stack = np.zeros((3, 20, 30))  # three grayscale images
+    assert extract_patches(stack, 6, patch_size=2).shape == (6, 4)
+
+
+def test_images_with_nan_are_refused():
+    img = np.zeros((20, 20))
+    img[3, 4] = np.nan
+    for call in (lambda: extract_patches([img], 4), lambda: extract_lowres_patches([img], 4),
+                 lambda: load_patches_from_images([np.zeros((20, 20)), img], 4)):
+        with pytest.raises(ValueError, match="image 1 contains NaN|image 0 contains NaN"):
+            call()
+
+
 def test_missing_pillow_gives_install_hint(monkeypatch, image_folder):
     folder, _, _ = image_folder
     monkeypatch.setitem(sys.modules, "PIL", None)
