@@ -9,10 +9,14 @@ def check_data(X, name="X", n_features=None, dtypes=(np.float64, np.float32), mi
 
     Lists and other array-likes are converted; integer and bool data become float64; complex,
     object and string data are refused with a TypeError; wrong shapes, too few rows, a feature
-    count different from ``n_features`` and NaN/inf values with a ValueError.
+    count different from ``n_features``, NaN/inf values and values beyond MAX_ABS with a
+    ValueError; masked arrays with a TypeError (their mask would be ignored).
     """
     if isinstance(X, (str, bytes)):
         raise TypeError(f"{name} must be a 2-D array of numbers, got a string")
+    if isinstance(X, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array: its mask would be ignored; fill the "
+                        f"masked entries ({name}.filled(...)) or impute them (DeepGMM.impute)")
     if hasattr(X, "tocsr") and hasattr(X, "nnz"):  # scipy.sparse, without importing it
         raise TypeError(f"{name} is a sparse matrix: sparse input is not supported (the "
                         f"model is dense); pass {name}.toarray()")
@@ -34,6 +38,9 @@ def check_data(X, name="X", n_features=None, dtypes=(np.float64, np.float32), mi
     arr = np.ascontiguousarray(arr, dtype=dtype)
     if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or infinity")
+    if not all_moderate(arr):
+        raise ValueError(f"{name} has values beyond {MAX_ABS:g} in magnitude: squared "
+                         f"distances would overflow; rescale {name}")
     return arr
 
 
@@ -56,6 +63,26 @@ def check_shape(shape, name="X", n_features=None, min_samples=1):
     if n_features is not None and shape[1] != n_features:
         raise ValueError(f"{name} has {shape[1]} features, but the model is expecting "
                          f"{n_features} features as input")
+
+
+# Data beyond this magnitude would overflow the squared distances of a Gaussian's density
+# (and k-means' starts) in float64: 8192 rows of 63 values of 1e150 square to 5e305.
+MAX_ABS = 1e150
+
+
+def all_moderate(arr, rows=8192):
+    """Every |value| <= MAX_ABS, for finite float data. A block's sum of squares (one BLAS
+    dot) at most MAX_ABS^2 proves it for the block; only other blocks are searched."""
+    if arr.dtype.kind != "f":
+        return True  # int64 is below 1e19
+    for lo in range(0, arr.shape[0], rows):
+        flat = arr[lo:lo + rows].reshape(-1)  # C-contiguous: a view
+        with np.errstate(over="ignore"):
+            if np.dot(flat, flat) <= MAX_ABS ** 2:
+                continue
+        if np.abs(flat).max() > MAX_ABS:
+            return False
+    return True
 
 
 def all_finite(arr, rows=8192):
@@ -149,6 +176,8 @@ def check_params(transforms, biases, weights):
     A = [check_float_array(t, f"transforms[{j}]", ndim=3) for j, t in enumerate(transforms)]
     b = [check_float_array(t, f"biases[{j}]", ndim=2) for j, t in enumerate(biases)]
     D = A[0].shape[1]
+    if D == 0:
+        raise ValueError("transforms[0] has 0 dimensions: a model needs D >= 1")
     for j, (a, bb) in enumerate(zip(A, b)):
         if a.shape[1:] != (D, D):
             raise ValueError(f"transforms[{j}] must have shape (N_{j + 1}, {D}, {D}), "

@@ -33,6 +33,9 @@ BAD_X = [
     (scipy.sparse.csr_matrix(np.ones((2, 4))), TypeError, "sparse input is not supported"),
     ([[1, 2], [3]], ValueError, "converted"),
     (np.zeros((2, 4), dtype="datetime64[s]"), TypeError, "numbers"),
+    (np.ma.masked_array(np.zeros((2, 4)), mask=np.eye(2, 4)), TypeError, "masked array"),
+    (np.full((2, 4), 1e200), ValueError, "beyond 1e\\+150 in magnitude"),
+    (np.array([[0.0, 0.0, 0.0, -2e150]] * 3), ValueError, "in magnitude"),
 ]
 
 
@@ -54,6 +57,14 @@ def test_bad_data_at_every_entry(model, entry, X, err, msg):
 def test_bad_sample_sizes(model, n, err):
     with pytest.raises(err, match="n_samples"):
         model.sample(n)
+
+
+def test_large_but_moderate_values_are_accepted(model):
+    # squares overflow float32 (and a block's dot product in it) but not float64
+    X = np.full((3, 4), 1e20, dtype=np.float32)
+    assert np.all(model.score_samples(X) < 0)
+    proba = model.predict_proba(np.full((2, 4), 1e140))
+    assert np.all(np.isfinite(proba)) and np.allclose(proba.reshape(2, -1).sum(axis=1), 1.0)
 
 
 def test_fit_on_fewer_rows_than_needed():
