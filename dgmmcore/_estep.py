@@ -159,12 +159,15 @@ def coordinate_ascent(table, X, paths, passes, n_threads):
     score = None
     strides = np.array([int(np.prod(layers[j + 1:], dtype=np.int64)) for j in range(len(layers))])
     for _ in range(passes):
+        before = paths.copy()
         for j, n_j in enumerate(layers):
             fixed = paths.copy()
             fixed[:, j] = 0
             base = ravel_paths(fixed, layers)
             arg, score = _best_choice(table, X, base, strides[j], n_j, n_threads)
             paths[:, j] = arg
+        if np.array_equal(paths, before):  # a fixed point: every later pass is this one
+            break
     return paths, score
 
 

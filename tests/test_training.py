@@ -7,7 +7,7 @@ import pytest
 from dgmmcore import ConvergenceWarning, DeepGMM
 from dgmmcore import _estep
 from dgmmcore._network import unravel_paths
-from _reference import random_params
+from _reference import component_logpdf, random_params
 
 
 def known_model(layers=(3, 2), D=3, seed=1, bias=4.0):
@@ -76,6 +76,30 @@ def test_heuristic_finds_full_search_path_on_converged_model():
     found = [(_estep.heuristic_estep(table, X, None, np.random.default_rng(0), 1, 0, r, 3)[0]
               == exact).all(axis=1).mean() for r in (1, 6)]
     assert found[1] > found[0] and found[1] > 0.85
+
+
+def test_coordinate_ascent_stops_at_a_fixed_point():
+    model = DeepGMM.from_params(*random_params((4, 3, 2), 4, np.random.default_rng(5)))
+    X, _ = model.sample(500, random_state=1)
+    table = model._path_table()
+    start = np.random.default_rng(2).integers(0, 2, (500, 3))
+    # a pass by hand, as the paper describes it: each layer's best choice, the others fixed
+    scores = component_logpdf(X, model.transforms_, model.biases_, model.weights_).reshape(
+        500, 4, 3, 2)
+    want = start.copy()
+    for _ in range(20):
+        for j in range(3):
+            view = np.moveaxis(scores, j + 1, 1)
+            index = tuple(np.delete(want, j, axis=1).T)
+            want[:, j] = view[(np.arange(500), slice(None)) + index].argmax(axis=1)
+    got, best = _estep.coordinate_ascent(table, X, start, 20, 1)
+    np.testing.assert_array_equal(got, want)
+    # a fixed point ends the passes: 2**40 of them return at once, with the same answer
+    huge, huge_best = _estep.coordinate_ascent(table, X, start, 2 ** 40, 1)
+    np.testing.assert_array_equal(huge, got)
+    np.testing.assert_array_equal(huge_best, best)
+    np.testing.assert_allclose(best, scores.reshape(500, -1)[
+        np.arange(500), np.ravel_multi_index(tuple(got.T), (4, 3, 2))], rtol=1e-12)
 
 
 def test_fit_then_predict_agrees_with_final_estep():
