@@ -29,7 +29,7 @@ from . import _estep
 from ._data import RowSource
 from ._em import ConvergenceWarning, exact_start_pays
 from ._network import ravel_paths, unravel_paths
-from ._validation import check_int, check_random_state
+from ._validation import check_float, check_int, check_random_state
 from .symmetry import apply_symmetry, check_square
 
 SEARCHES = ("exact", "heuristic")
@@ -124,7 +124,7 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
     if search is not None and search not in SEARCHES:
         raise ValueError(f"search must be one of {SEARCHES} or None, got {search!r}")
     rng = check_random_state(random_state if random_state is not None else model.random_state)
-    tol = model.tol if tol is None else float(tol)
+    tol = model.tol if tol is None else check_float(tol, "tol", minimum=0)
     n_features = model.n_features_in_ if hasattr(model, "transforms_") else None
     X = RowSource(X, n_features=n_features, min_samples=2).all_rows()
     check_square(X.shape[1])

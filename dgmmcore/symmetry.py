@@ -104,9 +104,14 @@ class SymmetrizedModel(EstimatorParams, InformationCriteria):
 
     def set_params(self, **params):
         """As DeepGMM.set_params (``model__max_iter`` sets the network's); the model and the
-        symmetries are checked at once, as by the constructor."""
+        symmetries are checked at once, as by the constructor; refused, nothing changes."""
+        before = (self.model, self.symmetries)
         super().set_params(**params)
-        self._check_arguments()
+        try:
+            self._check_arguments()
+        except (TypeError, ValueError):
+            self.model, self.symmetries = before
+            raise
         return self
 
     def _check_network(self):

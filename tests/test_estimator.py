@@ -147,6 +147,12 @@ def test_set_params_sets_validates_and_nests():
         sym.set_params(symmetries=["spin"])
     with pytest.raises(TypeError, match="model must be a DeepGMM"):
         sym.set_params(model="gmm")
+    network = sym.model  # refused, nothing changed
+    assert sym.symmetries == ("rot90",) and sym.get_params()["model"] is network
+    with pytest.raises(ValueError, match="tol must be >= 0"):
+        sym.fit(np.zeros((10, 3)), tol=-1)
+    with pytest.raises(ValueError, match="tol must be finite"):
+        sym.fit(np.zeros((10, 3)), tol=np.nan)
     with pytest.raises(ValueError, match="not an estimator"):
         sym.set_params(symmetries__x=1)
 
