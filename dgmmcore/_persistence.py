@@ -58,7 +58,16 @@ def atomic_savez(path, arrays, compress=False):
 
 
 def _umask():
-    mask = os.umask(0)  # the only way to read it is to set it
+    """The process's umask: from /proc on Linux (setting it to read it back would briefly
+    change it for every thread), else set and restored."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

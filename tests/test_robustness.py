@@ -67,6 +67,11 @@ def test_large_but_moderate_values_are_accepted(model):
     assert np.all(np.isfinite(proba)) and np.allclose(proba.reshape(2, -1).sum(axis=1), 1.0)
 
 
+def test_a_model_of_zero_dimensions_is_refused():
+    with pytest.raises(ValueError, match="0 dimensions"):
+        DeepGMM.from_params([np.zeros((1, 0, 0))], [np.zeros((1, 0))], np.ones(1))
+
+
 def test_fit_on_fewer_rows_than_needed():
     with pytest.raises(ValueError, match="minimum of 2"):
         DeepGMM((2,)).fit([[1.0, 2.0]])
