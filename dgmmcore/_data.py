@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from ._validation import check_data
+from ._validation import check_data, check_shape
 
 # Rows per block for memory-mapped data: 2^18 rows of 63 float64 values is 132 MB.
 BLOCK_ROWS = 1 << 18
@@ -29,14 +29,12 @@ class RowSource:
         self.block_rows = int(block_rows)
         if isinstance(X, np.memmap) or (isinstance(X, np.ndarray)
                                         and isinstance(X.base, np.memmap)):
+            # validate what can be known without reading the data (the shape, the dtype of
+            # the first row); blocks are checked as they are read
+            check_shape(X.shape, name, n_features, min_samples)
             self.array = X
             self.lazy = True
-            # validate what can be known without reading the data; blocks are checked as read
-            probe = check_data(X[:1] if len(X) else X, name=name, n_features=n_features)
-            if X.ndim != 2 or X.shape[0] < min_samples:
-                check_data(X[:0] if X.shape[0] < min_samples else X[:1], name=name,
-                           n_features=n_features, min_samples=min_samples)
-            self.dtype = probe.dtype
+            self.dtype = check_data(X[:1], name=name, n_features=n_features).dtype
         else:
             self.array = check_data(X, name=name, n_features=n_features, min_samples=min_samples)
             self.lazy = False

@@ -1,5 +1,6 @@
 """The DeepGMM estimator: parameters, exact density, best paths, sampling, export, training."""
 import inspect
+import os
 import warnings
 
 import numpy as np
@@ -550,6 +551,9 @@ class DeepGMM(EstimatorParams, InformationCriteria):
 
     def _check_masked(self, X, mask):
         self._check_fitted()
+        if isinstance(X, (str, bytes, os.PathLike)):
+            raise TypeError("X must be an array of rows in memory (impute does not read "
+                            "files), got a path")
         arr = np.asarray(X)
         mask = _impute.check_mask(mask, arr.shape)
         if arr.ndim == 2 and arr.dtype.kind == "f":

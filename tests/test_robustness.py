@@ -200,3 +200,12 @@ def test_kernel_without_memory_for_its_buffers_raises(tmp_path):
                          text=True, env=env, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, f"child exited {res.returncode}:\n{res.stderr[-3000:]}"
     assert "RAISED path scoring: could not allocate" in res.stdout
+
+
+def test_paths_are_named_by_what_they_hold(model, tmp_path):
+    np.save(tmp_path / "flat.npy", np.zeros(8))
+    with pytest.raises(ValueError, match=r"got shape \(8,\)"):  # the file's, not a row's
+        model.score_samples(str(tmp_path / "flat.npy"))
+    np.save(tmp_path / "rows.npy", np.zeros((5, 4)))
+    with pytest.raises(TypeError, match="impute does not read files"):
+        model.impute(str(tmp_path / "rows.npy"), np.zeros((5, 4), bool))
