@@ -84,6 +84,14 @@ def _check_split(split, allowed):
     return split
 
 
+def _rng(random_state):
+    """numpy.random.default_rng(random_state), a negative seed named (numpy's message does
+    not say which argument)."""
+    if isinstance(random_state, numbers.Integral) and random_state < 0:
+        raise ValueError(f"random_state must be >= 0, got {random_state}")
+    return np.random.default_rng(random_state)
+
+
 def _as_image_list(images):
     """Return ``images`` as a non-empty list of 2-D numeric arrays."""
     if isinstance(images, np.ndarray) and images.ndim == 2:
@@ -150,7 +158,7 @@ def extract_patches(images, n_patches, patch_size=8, random_state=None, shuffle=
         if min(im.shape) < patch_size:
             raise ValueError(f"image {i} of shape {im.shape} is smaller than a "
                              f"{patch_size}x{patch_size} patch")
-    rng = np.random.default_rng(random_state)
+    rng = _rng(random_state)
     counts = _counts_per_image(n_patches, len(images))
     dtype = np.result_type(*images)
     out = np.empty((n_patches, patch_size * patch_size), dtype=dtype)
@@ -207,7 +215,7 @@ def preprocess(patches, dequantize=True, scale=256.0, remove_mean=True, drop_las
     scale = float(scale)
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite number, got {scale}")
-    rng = np.random.default_rng(random_state) if dequantize else None
+    rng = _rng(random_state) if dequantize else None
     d_out = d - 1 if drop_last else d
     out = np.empty((n, d_out), dtype=np.float64)
     # Work in chunks so a million patches never need two full float64 copies.
@@ -365,7 +373,7 @@ def extract_lowres_patches(images, n_patches, crop_size=None, min_crop_size=16, 
         if min(im.shape) < need:
             raise ValueError(f"image {i} of shape {im.shape} is smaller than a "
                              f"{need}x{need} crop")
-    rng = np.random.default_rng(random_state)
+    rng = _rng(random_state)
     counts = _counts_per_image(n_patches, len(images))
     out = np.empty((n_patches, out_size, out_size), dtype=np.float64)
     start = 0
@@ -413,7 +421,7 @@ def lowres_patches(images, n_patches, crop_size=None, min_crop_size=16, out_size
     -------
     ndarray of float64, shape (n_patches, out_size**2 - 1)
     """
-    rng = np.random.default_rng(random_state)
+    rng = _rng(random_state)
     raw = extract_lowres_patches(images, n_patches, crop_size=crop_size,
                                  min_crop_size=min_crop_size, out_size=out_size,
                                  random_state=rng)
@@ -553,7 +561,7 @@ def load_patches_from_images(path_or_arrays, n_patches, patch_size=8, dequantize
         images = load_images(path_or_arrays, grayscale=True)
     else:
         images = path_or_arrays
-    rng = np.random.default_rng(random_state)
+    rng = _rng(random_state)
     raw = extract_patches(images, n_patches, patch_size=patch_size, random_state=rng)
     return preprocess(raw, dequantize=dequantize, scale=scale, remove_mean=remove_mean,
                       drop_last=drop_last, random_state=rng)
@@ -657,7 +665,7 @@ def load_bsds300(root, split="train", n_patches=None, random_state=None):
     n_patches = BSDS300_SIZES[split] if n_patches is None else n_patches
     n_patches = _check_positive_int(n_patches, "n_patches")
     images = _bsds300_images(root, split)
-    rng = np.random.default_rng(random_state)
+    rng = _rng(random_state)
     raw = extract_patches(images, n_patches, patch_size=8, random_state=rng)
     return preprocess(raw, random_state=rng)
 
@@ -738,6 +746,6 @@ def load_default(split="train", n_patches=None, random_state=None):
     if n_patches > n_stored:
         raise ValueError(f"the embedded {split!r} split has {n_stored} patches; "
                          f"asked for {n_patches}")
-    rng = np.random.default_rng(random_state)
+    rng = _rng(random_state)
     rows = rng.permutation(n_stored)[:n_patches]
     return preprocess(raw[rows], random_state=rng)

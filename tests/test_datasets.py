@@ -447,3 +447,12 @@ def test_symmetric_patches_bad_input():
         symmetric_patches(np.zeros((3, 10)), "lr")
     with pytest.raises(ValueError, match="2-D"):
         symmetric_patches(np.zeros(63), "lr")
+
+
+def test_negative_seed_is_named():
+    with pytest.raises(ValueError, match="random_state must be >= 0"):
+        extract_patches([np.zeros((20, 20))], 4, random_state=-1)
+    # what numpy accepts besides ints still works
+    a = extract_patches([np.arange(400.0).reshape(20, 20)], 4,
+                        random_state=np.random.SeedSequence(3))
+    assert a.shape == (4, 64)
