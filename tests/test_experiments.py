@@ -1,6 +1,8 @@
 """bench/experiments/bsds300.py's diagnostic commands, on a tiny network, against brute force."""
+import argparse
 import importlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -655,6 +657,32 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     last = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
     assert (last["train_patches"], last["added_fresh_patches"],
             last["added_validation_image_patches"]) == (2300, [600, 300], 200)
+
+    # with --reuse-paths the file's rows start from the last paths of the run that wrote it
+    # (its checkpoint, still in --work), the fresh ones from their exact best paths
+    continue_script.main(["continue", "--model", str(tmp_path / "val.npz"), "--add-fresh",
+                          "300", "--reuse-paths", *where])
+    last_run = bsds300_script.checkpoint_paths(str(work / "next-plusval200-hard1.ckpt.npz"),
+                                               (3, 2))
+    start = dgmmcore.load(str(tmp_path / "val.npz"))
+    assert np.any(last_run != start.predict(np.concatenate([X, extra])))
+    init = np.concatenate([last_run[:1800], start.predict(fresh), last_run[1800:]])
+    start.warm_start, start.max_iter, start.n_threads, start.truncation = True, 1, 1, None
+    reference = start.fit(np.concatenate([X, fresh, extra]), init_paths=init)
+    saved = dgmmcore.load(str(work / "val-plus300-reused-hard1.model.npz"))
+    for a, b in zip(saved.transforms_, reference.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    last = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
+    assert (last["start_reused_rows"], last["train_patches"]) == (2000, 2300)
+    # without the run's checkpoint every row is searched; another run's is refused
+    recipe = read_model_file(str(tmp_path / "val.npz"))[0]["bsds300_rows"]
+    elsewhere = argparse.Namespace(model=str(tmp_path / "val.npz"), work=str(tmp_path / "x"))
+    assert continue_script.reused_paths(elsewhere, recipe, (3, 2)) is None
+    (tmp_path / "x").mkdir()
+    shutil.copy(work / "val-plus300-hard1.ckpt.npz",
+                tmp_path / "x" / "next-plusval200-hard1.ckpt.npz")
+    with pytest.raises(SystemExit, match="parameters differ"):
+        continue_script.reused_paths(elsewhere, recipe, (3, 2))
 
     # with --start-keep the rows start from the best path under their best top-layer node
     continue_script.main(["continue", "--model", str(tmp_path / "val.npz"), "--start-keep", "1",

@@ -127,6 +127,60 @@ def file_recipe(path):
     return load(path), recipe, meta["bsds300_totals"]
 
 
+def reused_paths(args, recipe, layers):
+    """The last paths of the run that wrote --model, for its rows (None when its checkpoint is
+    not in --work: a session's files stay on its machine). The run's rows were the file's
+    (recipe) in order, train stages, then the validation images' patches; its checkpoint holds
+    each row's path of its last E-step, made with the parameters of the file (the last
+    M-step's, rounded to float32 in the file: checked). Returns (paths of the rows before the
+    validation stage, paths of the validation stage's rows), (n, k) node indices."""
+    from dgmmcore._persistence import read_model_file
+    source = read_model_file(args.model)[0].get("published_from")
+    ckpt = os.path.join(args.work, f"{source}.ckpt.npz")
+    if not source or not os.path.exists(ckpt):
+        print(f"  --reuse-paths: no checkpoint of {source} in {args.work}: every row searched",
+              flush=True)
+        return None
+    with np.load(ckpt, allow_pickle=False) as f:
+        if "checkpoint_paths" not in f.files:
+            raise SystemExit(f"continue: {ckpt} holds no paths of its rows")
+        near = f["transforms_0"]
+    file_first = read_model_file(args.model)[1][0]
+    if near.shape != file_first.shape or not np.allclose(near, file_first, rtol=1e-6,
+                                                         atol=1e-9):
+        raise SystemExit(f"continue: {ckpt} is not the run that wrote {args.model} (its "
+                         f"parameters differ)")
+    paths = bsds300.checkpoint_paths(ckpt, layers)
+    before = recipe["train"] + sum(recipe["add_fresh"])
+    if len(paths) != before + recipe.get("validation_images", 0):
+        raise SystemExit(f"continue: {ckpt} holds {len(paths)} rows' paths; {args.model}'s "
+                         f"rows are {before + recipe.get('validation_images', 0)}")
+    print(f"  --reuse-paths: {len(paths)} rows start from their paths in {ckpt}", flush=True)
+    return paths[:before], paths[before:]
+
+
+def first_paths(model, X, cache_dir, keep, reused, n_new):
+    """Every row's start path: ``reused`` (the file's rows' last paths, reused_paths) where
+    given, searched (start_paths) for the ``n_new`` rows of the new train stages (after the
+    file's train stages) and for a new validation stage (the rows after those)."""
+    if reused is None:
+        return start_paths(model, X, cache_dir, keep)
+    old, old_validation = reused
+    searched = [(len(old), len(old) + n_new)]
+    if not len(old_validation):  # a new validation stage (--add-validation-images), if any
+        searched.append((len(old) + n_new, len(X)))
+    parts = [old]
+    for lo, hi in searched:
+        if hi > lo:
+            parts.append(start_paths(model, X[lo:hi],
+                                     os.path.join(cache_dir, f"rows{lo}-{hi}"), keep))
+    parts.append(old_validation)
+    paths = np.concatenate(parts)
+    if len(paths) != len(X):
+        raise SystemExit(f"continue: {len(paths)} start paths for {len(X)} rows")
+    return paths
+
+
 def start_paths(model, X, cache_dir, keep=0):
     """Every row's exact best path (n, k), computed BLOCK rows at a time, each block saved in
     ``cache_dir`` as it finishes (16M rows of a (600, 5, 5) network in float32: about 90 min
@@ -203,11 +257,13 @@ def continue_fit(args):
     stages = row_stages(run, recipe, args.add_validation_images)
     validation = stages[-1][0] if stages and stages[-1][1] == "validation" else 0
     stem = file_stem(args.model)
+    reused = reused_paths(args, recipe, widened_from or layers) if args.reuse_paths else None
     # the hard stage's tag, which the truncated stage's extends (no --iters: no hard stage)
     hard_tag = (stem + "".join(f"-plus{m}" for m in args.add_fresh)
                 + (f"-plusval{validation}" if args.add_validation_images else "")
                 + (f"-widen{'x'.join(map(str, layers))}" if widened_from else "")
                 + (f"-start{args.start_keep}nodes" if args.start_keep else "")
+                + ("-reused" if reused is not None else "")
                 + (f"-hard{args.iters}" if args.iters else ""))
     tag = hard_tag + (bsds300.polish_suffix(run) if args.soft_iters else "")
     ckpt_dir = os.path.join(args.work, f"{tag}.start-paths")
@@ -221,16 +277,17 @@ def continue_fit(args):
         del X
         model.n_threads = args.threads
         fitted, seconds = model, 0.0
-        first_paths = lambda: start_paths(model, X_all, ckpt_dir, args.start_keep)  # noqa: E731
+        starts = lambda: first_paths(model, X_all, ckpt_dir, args.start_keep,  # noqa: E731
+                                     reused, sum(args.add_fresh))
         if args.iters:  # hard EM first (after --widen-to it parts each split from its copy)
             hard = argparse.Namespace(**{**vars(run), "soft_iters": 0})
             bsds300.set_estep(fitted, hard)  # the file's E-step settings were its last run's
             fitted, seconds = bsds300.fit_or_resume(
                 layers, X_all, hard, hard_tag, start=fitted, iters=args.iters,
-                init_paths=first_paths, final_estep=not args.soft_iters)
+                init_paths=starts, final_estep=not args.soft_iters)
         if args.soft_iters:  # after a hard stage, from its last paths (as table1's polish)
             fitted, more = bsds300.fit_polish(layers, X_all, run, fitted, hard_tag,
-                                              init_paths=None if args.iters else first_paths)
+                                              init_paths=None if args.iters else starts)
             seconds += more
     X_all = None  # free the rows before the test patches load
     test = bsds300.load_data(run, "test", args.test)
@@ -259,6 +316,8 @@ def continue_fit(args):
            # found: exact (None) or under each row's K best top-layer nodes
            "start_file": stem, "start_file_test_loglik": totals["test_loglik"],
            "start_keep_nodes": args.start_keep or None,
+           # rows that started from the last paths of the run that wrote the file
+           "start_reused_rows": (len(reused[0]) + len(reused[1])) if reused else None,
            "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
            "fit_seconds": totals["fit_seconds"] + seconds, "fit_threads": fitted.n_threads,
            "machine": bsds300.machine()["cpu"]}
@@ -390,6 +449,9 @@ def main(argv=None):
     cont.add_argument("--start-keep", type=int, default=0, metavar="K",
                       help="start each row from its best path under its K most likely nodes of "
                            "the widest layer (default 0: the exact best path)")
+    cont.add_argument("--reuse-paths", action="store_true",
+                      help="start the file's rows from their last paths in the checkpoint of "
+                           "the run that wrote it, when --work still holds it (else searched)")
     cont.add_argument("--widen-to", type=bsds300.parse_ints, default=(), metavar="N1,N2,...",
                       help="first split the heaviest nodes of each layer up to these sizes")
     sym = sub.add_parser("symmetrize", help="a published network averaged over the "
