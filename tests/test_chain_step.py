@@ -40,7 +40,7 @@ def test_a_step_continues_then_symmetrizes_the_file_it_publishes(run_step):
     assert cont.split() == [
         "bench/experiments/continue_network.py", "continue",
         "--model", "bench/models/bsds300-600x5x5-32m.npz", "--add-fresh", "4000000",
-        "--soft-iters", "3", "--truncation", "20", "--no-search", "--rerank-every", "3",
+        "--reuse-paths", "--soft-iters", "3", "--truncation", "20", "--no-search", "--rerank-every", "3",
         "--threads", "2", "--start-keep", "40",
         "--publish", "bench/models/bsds300-600x5x5-36m.npz"]
     assert sym.split() == [
@@ -61,6 +61,7 @@ def test_no_fresh_rows_and_a_widened_network_named_in_full(run_step):
     assert words[words.index("--soft-iters") + 1] == "2"
     assert words[words.index("--model") + 1] == "bench/models/bsds300-600x5x5-36m.npz"
     assert words[words.index("--widen-to") + 1] == "800,5,5"
+    assert "--reuse-paths" not in words  # the node search lets rows choose the new copies
     assert words[words.index("--publish") + 1] == "bench/models/bsds300-800x5x5-36m.npz"
     assert sym.split()[3] == "bench/models/bsds300-800x5x5-36m.npz"
     # without START_KEEP the rows start from their exact paths

@@ -19,7 +19,10 @@
 # 12 min). START_KEEP (optional, default 0: every row from its exact best path, 162-166 s per
 # 1M rows) starts each row from its best path under its START_KEEP most likely top-layer nodes
 # instead (--start-keep; 40: the exact path for 98.5% of rows, 46-51 s per 1M rows; sessions
-# 31-32, bench/results/BSDS300.md, footnotes 33-34). WIDEN_TO (optional, e.g. 800,5,5) first
+# 31-32, bench/results/BSDS300.md, footnotes 33-34). Unless WIDEN_TO is given, the file's own
+# rows start from their last paths in the checkpoint of the run that wrote it (--reuse-paths:
+# better starts than the node search's, and free) when bench/out/continued still holds it, as
+# it does on the machine that ran the last step; then only the fresh rows are searched. WIDEN_TO (optional, e.g. 800,5,5) first
 # splits the heaviest nodes up to those layer sizes (--widen-to): a hard iteration (ITERS 1+S)
 # parts each split node from its copy at once, truncated soft EM over a few iterations.
 # Afterwards: commit bench/results/bsds300.json, the logs and the model file, and add the rows
@@ -53,6 +56,8 @@ if [[ $iters == *+* ]]; then
 fi
 if [ -n "$widen_to" ]; then
     extra_args+=(--widen-to "$widen_to")
+else  # the file's rows from their last paths, when this machine still has its run's checkpoint
+    extra_args+=(--reuse-paths)
 fi
 python bench/experiments/continue_network.py continue \
     --model "$(model_file "$from")" "${extra_args[@]}" \
