@@ -211,6 +211,7 @@ def _checkpoint(tmp_path):
     (_edit_meta(lambda m: m["checkpoint"]["rng_state"].__setitem__("bit_generator", "os")),
      "random generator"),
 ])
+@pytest.mark.filterwarnings("ignore:EM did not converge")
 def test_bad_checkpoints_give_clear_errors(tmp_path, change, msg):
     X = _checkpoint(tmp_path)
     load(tmp_path / "ck.npz").fit(X, resume=True)  # the file as written resumes
