@@ -677,12 +677,12 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     # without the run's checkpoint every row is searched; another run's is refused
     recipe = read_model_file(str(tmp_path / "val.npz"))[0]["bsds300_rows"]
     elsewhere = argparse.Namespace(model=str(tmp_path / "val.npz"), work=str(tmp_path / "x"))
-    assert continue_script.reused_paths(elsewhere, recipe, (3, 2)) is None
+    assert continue_script.reuse_source(elsewhere, recipe) is None
     (tmp_path / "x").mkdir()
     shutil.copy(work / "val-plus300-hard1.ckpt.npz",
                 tmp_path / "x" / "next-plusval200-hard1.ckpt.npz")
     with pytest.raises(SystemExit, match="parameters differ"):
-        continue_script.reused_paths(elsewhere, recipe, (3, 2))
+        continue_script.reuse_source(elsewhere, recipe)
 
     # with --start-keep the rows start from the best path under their best top-layer node
     continue_script.main(["continue", "--model", str(tmp_path / "val.npz"), "--start-keep", "1",

@@ -37,6 +37,7 @@ import argparse
 import os
 import sys
 import time
+import zipfile
 
 import numpy as np
 
@@ -127,13 +128,13 @@ def file_recipe(path):
     return load(path), recipe, meta["bsds300_totals"]
 
 
-def reused_paths(args, recipe, layers):
-    """The last paths of the run that wrote --model, for its rows (None when its checkpoint is
-    not in --work: a session's files stay on its machine). The run's rows were the file's
-    (recipe) in order, train stages, then the validation images' patches; its checkpoint holds
-    each row's path of its last E-step, made with the parameters of the file (the last
-    M-step's, rounded to float32 in the file: checked). Returns (paths of the rows before the
-    validation stage, paths of the validation stage's rows), (n, k) node indices."""
+def reuse_source(args, recipe):
+    """The checkpoint of the run that wrote --model, when --work still holds it (a session's
+    files stay on its machine; else None): its rows were the file's (recipe), in order the
+    train stages, then the validation images' patches, and it holds each row's path of its
+    last E-step, made with the file's parameters (the last M-step's, rounded to float32 in
+    the file: checked). Returns (checkpoint, rows before the validation stage, all rows); the
+    paths are read when the run starts (first_paths)."""
     from dgmmcore._persistence import read_model_file
     source = read_model_file(args.model)[0].get("published_from")
     ckpt = os.path.join(args.work, f"{source}.ckpt.npz")
@@ -150,31 +151,36 @@ def reused_paths(args, recipe, layers):
                                                          atol=1e-9):
         raise SystemExit(f"continue: {ckpt} is not the run that wrote {args.model} (its "
                          f"parameters differ)")
-    paths = bsds300.checkpoint_paths(ckpt, layers)
+    with zipfile.ZipFile(ckpt) as z, z.open("checkpoint_paths.npy") as fh:
+        header = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(fh)]
+        (n_rows,) = header(fh)[0]  # the row count, without reading the paths
     before = recipe["train"] + sum(recipe["add_fresh"])
-    if len(paths) != before + recipe.get("validation_images", 0):
-        raise SystemExit(f"continue: {ckpt} holds {len(paths)} rows' paths; {args.model}'s "
-                         f"rows are {before + recipe.get('validation_images', 0)}")
-    print(f"  --reuse-paths: {len(paths)} rows start from their paths in {ckpt}", flush=True)
-    return paths[:before], paths[before:]
+    if n_rows != before + recipe.get("validation_images", 0):
+        raise SystemExit(f"continue: {ckpt} holds {n_rows} rows' paths; {args.model}'s rows "
+                         f"are {before + recipe.get('validation_images', 0)}")
+    print(f"  --reuse-paths: {n_rows} rows start from their paths in {ckpt}", flush=True)
+    return ckpt, before, n_rows
 
 
-def first_paths(model, X, cache_dir, keep, reused, n_new):
-    """Every row's start path: ``reused`` (the file's rows' last paths, reused_paths) where
-    given, searched (start_paths) for the ``n_new`` rows of the new train stages (after the
-    file's train stages) and for a new validation stage (the rows after those)."""
-    if reused is None:
+def first_paths(model, X, cache_dir, keep, reuse, layers, n_new):
+    """Every row's start path: the file's rows' last paths in ``reuse``'s checkpoint
+    (reuse_source; ``layers``: its network's) where given, searched (start_paths) for the
+    ``n_new`` rows of the new train stages (after the file's train stages) and for a new
+    validation stage (the rows after those)."""
+    if reuse is None:
         return start_paths(model, X, cache_dir, keep)
-    old, old_validation = reused
-    searched = [(len(old), len(old) + n_new)]
-    if not len(old_validation):  # a new validation stage (--add-validation-images), if any
-        searched.append((len(old) + n_new, len(X)))
-    parts = [old]
+    ckpt, before, n_rows = reuse
+    old = bsds300.checkpoint_paths(ckpt, layers)
+    searched = [(before, before + n_new)]
+    if n_rows == before:  # a new validation stage (--add-validation-images), if any
+        searched.append((before + n_new, len(X)))
+    parts = [old[:before]]
     for lo, hi in searched:
         if hi > lo:
             parts.append(start_paths(model, X[lo:hi],
                                      os.path.join(cache_dir, f"rows{lo}-{hi}"), keep))
-    parts.append(old_validation)
+    parts.append(old[before:])
     paths = np.concatenate(parts)
     if len(paths) != len(X):
         raise SystemExit(f"continue: {len(paths)} start paths for {len(X)} rows")
@@ -257,13 +263,13 @@ def continue_fit(args):
     stages = row_stages(run, recipe, args.add_validation_images)
     validation = stages[-1][0] if stages and stages[-1][1] == "validation" else 0
     stem = file_stem(args.model)
-    reused = reused_paths(args, recipe, widened_from or layers) if args.reuse_paths else None
+    reuse = reuse_source(args, recipe) if args.reuse_paths else None
     # the hard stage's tag, which the truncated stage's extends (no --iters: no hard stage)
     hard_tag = (stem + "".join(f"-plus{m}" for m in args.add_fresh)
                 + (f"-plusval{validation}" if args.add_validation_images else "")
                 + (f"-widen{'x'.join(map(str, layers))}" if widened_from else "")
                 + (f"-start{args.start_keep}nodes" if args.start_keep else "")
-                + ("-reused" if reused is not None else "")
+                + ("-reused" if reuse is not None else "")
                 + (f"-hard{args.iters}" if args.iters else ""))
     tag = hard_tag + (bsds300.polish_suffix(run) if args.soft_iters else "")
     ckpt_dir = os.path.join(args.work, f"{tag}.start-paths")
@@ -278,7 +284,7 @@ def continue_fit(args):
         model.n_threads = args.threads
         fitted, seconds = model, 0.0
         starts = lambda: first_paths(model, X_all, ckpt_dir, args.start_keep,  # noqa: E731
-                                     reused, sum(args.add_fresh))
+                                     reuse, widened_from or layers, sum(args.add_fresh))
         if args.iters:  # hard EM first (after --widen-to it parts each split from its copy)
             hard = argparse.Namespace(**{**vars(run), "soft_iters": 0})
             bsds300.set_estep(fitted, hard)  # the file's E-step settings were its last run's
@@ -317,7 +323,7 @@ def continue_fit(args):
            "start_file": stem, "start_file_test_loglik": totals["test_loglik"],
            "start_keep_nodes": args.start_keep or None,
            # rows that started from the last paths of the run that wrote the file
-           "start_reused_rows": (len(reused[0]) + len(reused[1])) if reused else None,
+           "start_reused_rows": reuse[2] if reuse else None,
            "test_loglik": ll, "stderr": se, "valid_loglik": vll, "valid_stderr": vse,
            "fit_seconds": totals["fit_seconds"] + seconds, "fit_threads": fitted.n_threads,
            "machine": bsds300.machine()["cpu"]}
