@@ -5,26 +5,29 @@
 # bench/results/logs/ (bench/out is each machine's scratch). Run it in the background at the
 # start of a session (setsid and </dev/null: session 31's plain `nohup ... &` never started):
 #
-#   setsid nohup bash bench/experiments/chain_step.sh 36m bsds300-800x5x5-36m 0 3 40 800,5,5 \
-#       > /tmp/chain.out 2>&1 < /dev/null &
+#   setsid nohup bash bench/experiments/chain_step.sh bsds300-800x5x5-36m bsds300-800x5x5-42m \
+#       6000000 3 40 > /tmp/chain.out 2>&1 < /dev/null &
 #
-# (session 33's plan: the 36M network's top layer widened to 800 nodes on its own 35.8M rows,
-# about 2 h 5 min by session 32's timings; or more rows: chain_step.sh 36m 40m 4000000 3 40.)
+# (session 34's plan: the widened 36M file on its 35.8M rows, started from their last paths in
+# session 33's checkpoint where this machine still has it, plus 6M fresh ones started by the
+# node search, 3 truncated iterations: about 1 h 50 min by session 33's timings, about 20 GB.
+# Without the checkpoint the old rows' starts add about 35 min: take 2000000 fresh rows.)
 #
-# FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz (a name starting with bsds300-
-# is a file stem: bsds300-800x5x5-36m); FRESH new train-image patches (0: none, iterations
-# only); ITERS truncated iterations, or H+S for H hard ones before S truncated ones (sessions
-# 28-32, 2 threads: about 50 s per 1M rows where a truncated iteration ranks, 28 s where it
-# reuses the ranking; 17.3 GB resident at 35.8M rows, about 1 GB more per 4M rows; symmetrize
-# 12 min). START_KEEP (optional, default 0: every row from its exact best path, 162-166 s per
-# 1M rows) starts each row from its best path under its START_KEEP most likely top-layer nodes
-# instead (--start-keep; 40: the exact path for 98.5% of rows, 46-51 s per 1M rows; sessions
-# 31-32, bench/results/BSDS300.md, footnotes 33-34). Unless WIDEN_TO is given, the file's own
-# rows start from their last paths in the checkpoint of the run that wrote it (--reuse-paths:
-# better starts than the node search's, and free) when bench/out/continued still holds it, as
-# it does on the machine that ran the last step; then only the fresh rows are searched. WIDEN_TO (optional, e.g. 800,5,5) first
-# splits the heaviest nodes up to those layer sizes (--widen-to): a hard iteration (ITERS 1+S)
-# parts each split node from its copy at once, truncated soft EM over a few iterations.
+# FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz (a name starting with bsds300- is
+# a file stem: bsds300-800x5x5-36m); FRESH new train-image patches (0: none, iterations only);
+# ITERS truncated iterations, or H+S for H hard ones before S truncated ones (sessions 28-32, 2
+# threads: about 50 s per 1M rows where a truncated iteration ranks, 28 s where it reuses the
+# ranking; at 800 top nodes, session 33, 58 and 30 s; 17.5 GB resident at 35.8M rows, about 1
+# GB more per 4M rows; symmetrize 12 min, 15 at 800 top nodes). START_KEEP (optional, default
+# 0: every row from its exact best path, 162-166 s per 1M rows) starts each row from its best
+# path under its START_KEEP most likely top-layer nodes instead (--start-keep; 40: the exact
+# path for 98.5% of rows, 46-51 s per 1M rows; sessions 31-32, bench/results/BSDS300.md,
+# footnotes 33-34). Unless WIDEN_TO is given, the file's own rows start from their last paths
+# in the checkpoint of the run that wrote it (--reuse-paths: better starts than the node
+# search's, and free) when bench/out/continued still holds it, as it does on the machine that
+# ran the last step; then only the fresh rows are searched. WIDEN_TO (optional, e.g. 800,5,5)
+# first splits the heaviest nodes up to those layer sizes (--widen-to): a hard iteration (ITERS
+# 1+S) parts each split node from its copy at once, truncated soft EM over a few iterations.
 # Afterwards: commit bench/results/bsds300.json, the logs and the model file, and add the rows
 # to Table 1 in bench/results/BSDS300.md (and the summary in README.md) and
 # bench/models/README.md.
