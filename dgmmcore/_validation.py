@@ -36,9 +36,10 @@ def check_data(X, name="X", n_features=None, dtypes=(np.float64, np.float32), mi
     if kind == "f" and arr.dtype.itemsize > 8:
         dtype = np.dtype(np.float64)
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not all_finite(arr):
+    problem = value_problem(arr)
+    if problem == "nonfinite":
         raise ValueError(f"{name} contains NaN or infinity")
-    if not all_moderate(arr):
+    if problem == "large":
         raise ValueError(f"{name} has values beyond {MAX_ABS:g} in magnitude: squared "
                          f"distances would overflow; rescale {name}")
     return arr
@@ -70,31 +71,23 @@ def check_shape(shape, name="X", n_features=None, min_samples=1):
 MAX_ABS = 1e150
 
 
-def all_moderate(arr, rows=8192):
-    """Every |value| <= MAX_ABS, for finite float data. A block's sum of squares (one BLAS
-    dot) at most MAX_ABS^2 proves it for the block; only other blocks are searched."""
+def value_problem(arr, rows=8192):
+    """None when every value is finite and at most MAX_ABS in magnitude, else "nonfinite"
+    (NaN or infinity anywhere: reported first) or "large". One pass of row blocks, without an
+    n x D temporary: a block's sum of squares (one BLAS dot) at most MAX_ABS^2 proves both for
+    the block; only a block it cannot clear is searched."""
     if arr.dtype.kind != "f":
-        return True  # int64 is below 1e19
+        return None  # integers are finite, and int64 is below 1e19
+    large = False
     for lo in range(0, arr.shape[0], rows):
         flat = arr[lo:lo + rows].reshape(-1)  # C-contiguous: a view
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
             if np.dot(flat, flat) <= MAX_ABS ** 2:
                 continue
-        if np.abs(flat).max() > MAX_ABS:
-            return False
-    return True
-
-
-def all_finite(arr, rows=8192):
-    """np.isfinite(arr).all() without an n x D temporary: row blocks, and a sum as fast path
-    (a finite sum proves every value finite)."""
-    if arr.dtype.kind != "f":
-        return True
-    for lo in range(0, arr.shape[0], rows):
-        block = arr[lo:lo + rows]
-        if not np.isfinite(block.sum()) and not np.isfinite(block).all():
-            return False
-    return True
+        if not np.isfinite(flat).all():
+            return "nonfinite"
+        large = large or np.abs(flat).max() > MAX_ABS
+    return "large" if large else None
 
 
 def check_int(value, name, minimum=None, allow_none=False):
