@@ -78,13 +78,10 @@ def _check_output(path, what):
 
 def _check_image_output(path, what):
     """An output image path that Pillow can write: a known image extension."""
+    from .datasets import _pillow_image
     _check_output(path, what)
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("writing images needs Pillow: pip install 'dgmmcore[images]'") from None
     ext = os.path.splitext(path)[1].lower()
-    if ext not in Image.registered_extensions():
+    if ext not in _pillow_image().registered_extensions():
         raise ValueError(f"{what} {path}: unknown image extension {ext or '(none)'!r}; use "
                          f".png, for instance")
     return path
@@ -302,7 +299,8 @@ def cmd_sample(args):
             np.save(fh, X)
         print(f"{args.n} samples written to {args.npy}")
     if args.png:
-        from PIL import Image
+        from .datasets import _pillow_image
+        Image = _pillow_image()
         side = int(math.isqrt(model.n_features_in_ + 1))
         img = patch_grid(X, patch=side)
         enlarged = Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4),
@@ -369,11 +367,8 @@ def _read_gray(path):
 
 
 def _write_gray(path, img):
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("writing images needs Pillow: pip install 'dgmmcore[images]'") from None
-    Image.fromarray(np.clip(np.round(img), 0, 255).astype(np.uint8)).save(path)
+    from .datasets import _pillow_image
+    _pillow_image().fromarray(np.clip(np.round(img), 0, 255).astype(np.uint8)).save(path)
 
 
 def cmd_denoise(args):

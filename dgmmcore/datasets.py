@@ -438,7 +438,7 @@ def _pillow_image():
         from PIL import Image
     except ImportError as exc:
         raise ImportError(
-            "reading image files needs Pillow: install it with "
+            "reading or writing image files needs Pillow: install it with "
             "`pip install dgmmcore[images]` (or `pip install Pillow`)") from exc
     return Image
 
