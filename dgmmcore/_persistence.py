@@ -114,6 +114,20 @@ def _fail(path, why):
     raise ValueError(f"{path!s} is not a readable dgmmcore model file: {why}")
 
 
+# Arrays of a checkpoint's run state: what a resumed fit needs, not the model (gigabytes for
+# a big run), read once, by load_model, and only from a checkpoint
+_RUN_STATE = ("checkpoint_", "symmetric_")
+
+
+def _read_arrays(path, wanted):
+    """The .npz file's arrays whose names ``wanted`` accepts, never unpickled."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files if wanted(k)}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as exc:
+        _fail(path, f"cannot be read as .npz ({type(exc).__name__}: {exc})")
+
+
 def read_model_file(path):
     """Parse a model file into (meta dict, transforms, biases, weights, layer_weights)."""
     path = os.fspath(path)
@@ -130,11 +144,7 @@ def read_model_file(path):
             _fail(path, f"cannot be read ({exc})")
         what = "a .npy array" if head == b"\x93NUMPY" else "not a zip archive"
         _fail(path, f"it is {what}, not an .npz archive written by DeepGMM.save")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as exc:
-        _fail(path, f"cannot be read as .npz ({type(exc).__name__}: {exc})")
+    data = _read_arrays(path, lambda k: not k.startswith(_RUN_STATE))
     if "format_version" not in data or "meta" not in data:
         _fail(path, "it has no format_version/meta entries (not written by dgmmcore)")
     try:
@@ -182,7 +192,7 @@ def _check_header(path, meta):
             _fail(path, f"its header's {key} is not a list of iteration records")
 
 
-def _check_checkpoint(path, f, meta, D):
+def _check_checkpoint(path, state, meta, D):
     """What a plain fit resumes from, checked here so that a bad file cannot index outside
     the network or feed NaN to the M-step (model.fit checks the rows it is given)."""
     from ._symmetric_em import restored_generator
@@ -190,21 +200,21 @@ def _check_checkpoint(path, f, meta, D):
     layers = meta["layers"]
     n_paths = int(np.prod(layers))
     paths = None
-    if "checkpoint_paths" in f.files:
-        paths = f["checkpoint_paths"]
+    if "checkpoint_paths" in state:
+        paths = state["checkpoint_paths"]
         if paths.ndim != 1 or paths.dtype.kind not in "iu":
             _fail(path, f"its checkpoint paths must be a 1-D integer array, got "
                         f"{paths.dtype} of shape {paths.shape}")
         if paths.size and (paths.min() < 0 or paths.max() >= n_paths):
             _fail(path, f"its checkpoint paths lie outside the network's {n_paths}")
         paths = paths.astype(np.intp)
-    ranked = f["checkpoint_ranked"] if "checkpoint_ranked" in f.files else None
+    ranked = state.get("checkpoint_ranked")
     Q, c = [], []
     for j, n in enumerate(layers):
-        missing = [k for k in (f"checkpoint_Q_{j}", f"checkpoint_c_{j}") if k not in f.files]
+        missing = [k for k in (f"checkpoint_Q_{j}", f"checkpoint_c_{j}") if k not in state]
         if missing:
             _fail(path, f"incomplete checkpoint (missing {missing[0]!r})")
-        q, cj = f[f"checkpoint_Q_{j}"], f[f"checkpoint_c_{j}"]
+        q, cj = state[f"checkpoint_Q_{j}"], state[f"checkpoint_c_{j}"]
         try:
             q = check_float_array(q, f"checkpoint_Q_{j}", ndim=3)
             cj = check_float_array(cj, f"checkpoint_c_{j}", ndim=2)
@@ -229,17 +239,13 @@ def _check_checkpoint(path, f, meta, D):
 def load_model(path):
     """Load a model written by ``DeepGMM.save`` (or ``SymmetrizedModel.save``); never
     unpickles."""
-    from ._validation import _check_prob, check_params
+    from ._validation import check_params, factorized_prior
     from .model import DeepGMM
     meta, transforms, biases, weights, layer_weights = read_model_file(path)
     try:
         A, b, joint, _ = check_params(transforms, biases, weights)
         if layer_weights is not None:  # a factorized prior: its factors must make the joint
-            factors = [_check_prob(w, f"layer_weights[{j}]", (n,))
-                       for j, (w, n) in enumerate(zip(layer_weights, meta["layers"]))]
-            product = factors[0]
-            for w in factors[1:]:
-                product = np.multiply.outer(product, w)
+            _, product = factorized_prior(layer_weights, meta["layers"], "layer_weights")
             if not np.allclose(product, joint, rtol=1e-9, atol=1e-15):
                 raise ValueError("layer_weights do not multiply to the joint weights")
     except (TypeError, ValueError) as exc:
@@ -256,9 +262,11 @@ def load_model(path):
         model.history_ = meta["history"]
         model.n_iter_ = meta.get("n_iter")
         model.converged_ = meta.get("converged")
+    state = None
+    if "checkpoint" in meta or "symmetric_checkpoint" in meta:
+        state = _read_arrays(path, lambda k: k.startswith(_RUN_STATE))
     if "checkpoint" in meta:
-        with np.load(path, allow_pickle=False) as f:
-            model._resume_state = _check_checkpoint(path, f, meta, model.n_features_in_)
+        model._resume_state = _check_checkpoint(path, state, meta, model.n_features_in_)
     if "symmetries" in meta:  # written by SymmetrizedModel.save
         from .symmetry import SymmetrizedModel
         try:
@@ -270,12 +278,12 @@ def load_model(path):
             symmetric.history_ = history
             symmetric.objective_ = history[-1].get("objective")
         if "symmetric_checkpoint" in meta:
-            symmetric._resume_state = _symmetric_resume_state(path, meta)
+            symmetric._resume_state = _symmetric_resume_state(path, meta, state)
         return symmetric
     return model
 
 
-def _symmetric_resume_state(path, meta):
+def _symmetric_resume_state(path, meta, arrays):
     """What SymmetrizedModel.fit(resume=True) goes on from (checked against X there)."""
     state = meta["symmetric_checkpoint"]
     history = meta.get("symmetric_history")
@@ -283,11 +291,10 @@ def _symmetric_resume_state(path, meta):
     if not isinstance(state, dict) or any(k not in state for k in keys) or not isinstance(
             history, list):
         _fail(path, "incomplete symmetric checkpoint header")
-    with np.load(path, allow_pickle=False) as f:
-        if "symmetric_which" not in f.files:
-            _fail(path, "incomplete symmetric checkpoint (missing 'symmetric_which')")
-        which = f["symmetric_which"].astype(np.intp)
-        paths = f["symmetric_paths"].astype(np.int64) if "symmetric_paths" in f.files else None
+    if "symmetric_which" not in arrays:
+        _fail(path, "incomplete symmetric checkpoint (missing 'symmetric_which')")
+    which = arrays["symmetric_which"].astype(np.intp)
+    paths = arrays["symmetric_paths"].astype(np.int64) if "symmetric_paths" in arrays else None
     return {"rounds": int(state["rounds"]), "previous_objective": state["previous_objective"],
             "search": state["search"], "rng_state": state["rng_state"], "history": history,
             "which": which, "per_symmetry": paths}

@@ -192,14 +192,21 @@ def check_params(transforms, biases, weights):
     layer_weights = None
     if isinstance(weights, (list, tuple)) and len(weights) == len(layers) and all(
             np.ndim(w) == 1 for w in weights) and len(layers) > 1:
-        layer_weights = [_check_prob(w, f"weights[{j}]", (layers[j],))
-                         for j, w in enumerate(weights)]
-        joint = layer_weights[0]
-        for w in layer_weights[1:]:
-            joint = np.multiply.outer(joint, w)
+        layer_weights, joint = factorized_prior(weights, layers)
     else:
         joint = _check_prob(weights, "weights", layers)
     return A, b, joint, layer_weights
+
+
+def factorized_prior(layer_weights, layers, name="weights"):
+    """Per-layer priors (each checked against its layer's size) and their joint prior, the
+    outer product."""
+    factors = [_check_prob(w, f"{name}[{j}]", (n,))
+               for j, (w, n) in enumerate(zip(layer_weights, layers))]
+    joint = factors[0]
+    for w in factors[1:]:
+        joint = np.multiply.outer(joint, w)
+    return factors, joint
 
 
 def check_float_array(a, name, ndim):
