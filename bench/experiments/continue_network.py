@@ -136,7 +136,8 @@ def reuse_source(args, recipe):
     the file: checked). Returns (checkpoint, rows before the validation stage, all rows); the
     paths are read when the run starts (first_paths)."""
     from dgmmcore._persistence import read_model_file
-    source = read_model_file(args.model)[0].get("published_from")
+    meta, transforms = read_model_file(args.model)[:2]
+    source = meta.get("published_from")
     ckpt = os.path.join(args.work, f"{source}.ckpt.npz")
     if not source or not os.path.exists(ckpt):
         print(f"  --reuse-paths: no checkpoint of {source} in {args.work}: every row searched",
@@ -146,9 +147,8 @@ def reuse_source(args, recipe):
         if "checkpoint_paths" not in f.files:
             raise SystemExit(f"continue: {ckpt} holds no paths of its rows")
         near = f["transforms_0"]
-    file_first = read_model_file(args.model)[1][0]
-    if near.shape != file_first.shape or not np.allclose(near, file_first, rtol=1e-6,
-                                                         atol=1e-9):
+    if near.shape != transforms[0].shape or not np.allclose(near, transforms[0], rtol=1e-6,
+                                                            atol=1e-9):
         raise SystemExit(f"continue: {ckpt} is not the run that wrote {args.model} (its "
                          f"parameters differ)")
     with zipfile.ZipFile(ckpt) as z, z.open("checkpoint_paths.npy") as fh:
