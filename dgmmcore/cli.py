@@ -314,9 +314,7 @@ def cmd_sample(args):
 
 def cmd_info(args):
     from . import SymmetrizedModel, load
-    from ._persistence import read_model_file
-    model = load(args.model)
-    meta = read_model_file(args.model)[0]
+    model = load(args.model)  # what the file's meta says, on the model it loads as
     print(f"model file: {args.model}")
     network = model.model if isinstance(model, SymmetrizedModel) else model
     print(f"layers: {network.layers} ({network.n_paths_} paths), {model.n_features_in_} dims, "
@@ -325,17 +323,17 @@ def cmd_info(args):
     if network is not model:
         print(f"averaged over {len(model.symmetries)} symmetries of the square: "
               f"{', '.join(model.symmetries)} ({model.n_paths_} paths)")
-        rounds = meta.get("symmetric_history")
+        rounds = getattr(model, "history_", None)
         if rounds:
             from ._symmetric_em import completed_rounds
             print(f"trained with the symmetry layer in place: {completed_rounds(rounds)} "
                   f"rounds, objective {rounds[-1]['objective']:.4f} (the network's last "
                   f"round below)")
-    print(f"hyperparameters: {meta['hyperparameters']}")
-    if meta.get("history"):
-        last = meta["history"][-1]
-        print(f"trained {meta.get('n_iter')} iterations, converged={meta.get('converged')}, "
-              f"final objective {last['objective']:.4f}")
+    hyperparameters = {k: v for k, v in network.get_params().items() if k != "layers"}
+    print(f"hyperparameters: {hyperparameters}")
+    if getattr(network, "history_", None):
+        print(f"trained {network.n_iter_} iterations, converged={network.converged_}, "
+              f"final objective {network.history_[-1]['objective']:.4f}")
     return 0
 
 

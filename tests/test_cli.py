@@ -59,7 +59,10 @@ def test_fit_score_sample_info_on_npy(tmp_path, capsys):
     assert f"{model.score(X):.4f}" in s
     assert f"BIC {model.bic(X):.2f}, AIC {model.aic(X):.2f}" in s
     assert main(["info", str(out)]) == 0
-    assert "(2, 2)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "layers: (2, 2) (4 paths)" in text and "'random_state': 1" in text
+    assert (f"trained {model.n_iter_} iterations, converged={model.converged_}, final "
+            f"objective {model.history_[-1]['objective']:.4f}") in text
     assert main(["sample", str(out), "-n", "5", "--npy", str(tmp_path / "s.npy"),
                  "--seed", "0"]) == 0
     assert np.load(tmp_path / "s.npy").shape == (5, 3)
