@@ -182,8 +182,12 @@ def fit_symmetrized(sym, X, n_rounds, search, tol, final_search, random_state, b
                 t1 = time.perf_counter()
                 with warnings.catch_warnings():  # one iteration per round is the plan
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    model.fit(canonical_rows(X, which, sym.symmetries),
-                              init_paths=unravel_paths(paths, layers), final_estep=False)
+                    # only the heuristic starts from paths; the full and soft E-steps
+                    # search every path of the turned rows themselves
+                    start = (unravel_paths(paths, layers) if model.estep == "heuristic"
+                             else None)
+                    model.fit(canonical_rows(X, which, sym.symmetries), init_paths=start,
+                              final_estep=False)
                 if model._train_paths is not None:
                     searcher.remember(which, model._train_paths)
                 record["fit_seconds"] = time.perf_counter() - t1

@@ -155,6 +155,36 @@ def test_a_round_is_one_network_iteration_on_the_rows_turned_to_their_best_symme
         model.warm_start, model.max_iter, model.random_state)
 
 
+@pytest.mark.parametrize("estep", ["full", "soft"])
+def test_a_round_of_a_full_or_soft_network_is_its_own_iteration_on_the_turned_rows(estep):
+    model, params = network(seed=4)
+    model.estep = estep
+    X = rows(model, 400, 3)
+    symmetries = ("identity", "lr", "rot90")
+    sym = SymmetrizedModel(copy.deepcopy(model), symmetries)
+    sym.fit(X, n_rounds=1, search="exact", random_state=7)  # search, iteration, search
+    # reference: the pairs by brute force, the rows turned by hand, the network's own warm
+    # E-step over all paths (no start paths: those are the heuristic's alone)
+    which, _, _ = brute_force_pairs(X, params, symmetries)
+    turned = np.empty_like(X)
+    for k, g in enumerate(symmetries):
+        turned[which == k] = by_hand(X[which == k], g, SIDE)
+    rng = np.random.default_rng(7)
+    rng.integers(2**62)  # the search's key: drawn first
+    ref = copy.deepcopy(model)
+    ref.warm_start, ref.max_iter, ref.random_state = True, 1, rng
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref.fit(turned, final_estep=False)
+    new_params = (ref.transforms_, ref.biases_, ref.weights_)
+    which, _, score = brute_force_pairs(X, new_params, symmetries)
+    assert sym.history_[-1]["objective"] == pytest.approx(score.mean() - np.log(3), rel=1e-9)
+    assert sym.history_[-1]["symmetry_counts"] == np.bincount(which, minlength=3).tolist()
+    for got, want in zip(sym.model.transforms_ + sym.model.biases_, ref.transforms_ + ref.biases_):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert sym.model.estep == estep
+
+
 def symmetric_data(n, seed, truth_seed=11):
     """Rows of a network averaged over the 8 symmetries: a network of 8 well-apart paths,
     seen through a random symmetry each (64 Gaussians)."""
