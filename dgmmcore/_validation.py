@@ -192,7 +192,19 @@ def check_params(transforms, biases, weights):
     layer_weights = None
     if isinstance(weights, (list, tuple)) and len(weights) == len(layers) and all(
             np.ndim(w) == 1 for w in weights) and len(layers) > 1:
-        layer_weights, joint = factorized_prior(weights, layers)
+        try:
+            layer_weights, joint = factorized_prior(weights, layers)
+        except ValueError as per_layer:
+            # a 2-layer joint prior as nested lists (weights_.tolist()) looks the same when
+            # N_1 = 2; it cannot pass both readings (per-layer vectors sum to 2 in all)
+            if not (len(layers) == 2 and layers[0] == 2
+                    and all(len(w) == layers[1] for w in weights)):
+                raise
+            try:
+                joint = _check_prob(weights, "weights", layers)
+            except ValueError as as_joint:
+                raise ValueError(f"{per_layer} (as per-layer vectors); {as_joint} (as the "
+                                 f"joint prior)") from None
     else:
         joint = _check_prob(weights, "weights", layers)
     return A, b, joint, layer_weights

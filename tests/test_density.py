@@ -154,6 +154,23 @@ def test_factorized_prior_from_params():
     np.testing.assert_allclose(model.score_samples(X), logpdf(X, A, b, np.outer(*lw)), rtol=1e-10)
 
 
+def test_a_joint_prior_as_nested_lists_is_the_joint_prior():
+    # for 2 layers with N_1 = 2, weights_.tolist() looks like two per-layer vectors
+    rng = np.random.default_rng(1)
+    A, b, _ = random_params((2, 3), 3, rng)
+    joint = [[0.1, 0.2, 0.05], [0.3, 0.15, 0.2]]
+    model = DeepGMM.from_params(A, b, joint)
+    assert model.path_prior == "joint"
+    np.testing.assert_array_equal(model.weights_, np.array(joint))
+    X, _ = model.sample(30, random_state=0)
+    np.testing.assert_allclose(model.score_samples(X), logpdf(X, A, b, np.array(joint)),
+                               rtol=1e-10)
+    # per-layer vectors stay per-layer; a list valid in neither reading names both
+    assert DeepGMM.from_params(A, b, [[0.5, 0.5], [0.2, 0.3, 0.5]]).path_prior == "factorized"
+    with pytest.raises(ValueError, match="as per-layer vectors.*as the joint prior"):
+        DeepGMM.from_params(A, b, [[0.1, 0.2, 0.05], [0.3, 0.15, 0.1]])
+
+
 def test_parameters_are_read_only():
     model, _ = make((2, 2), 3)
     with pytest.raises(ValueError):
