@@ -561,8 +561,14 @@ class DeepGMM(EstimatorParams, InformationCriteria):
         return check_data(arr, n_features=self.n_features_in_), mask
 
     def _cached(self, name, build):
-        """``build(self)``, computed once per parameter set (the cache is reset by _set_params)."""
+        """``build(self)``, computed once per parameter set: reset by _set_params, and when a
+        fitted array was assigned anew (the cache keeps the arrays it was built from)."""
         derived = self.__dict__.setdefault("_derived", {})
+        arrays = (*self.transforms_, *self.biases_, self.weights_)
+        built_from = derived.get("_arrays", ())
+        if len(built_from) != len(arrays) or any(a is not b for a, b in zip(arrays, built_from)):
+            derived.clear()  # in place: scoring leaves __dict__ as it is
+            derived["_arrays"] = arrays
         if name not in derived:
             derived[name] = build(self)
         return derived[name]

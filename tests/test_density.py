@@ -177,6 +177,20 @@ def test_parameters_are_read_only():
         model.transforms_[0][0, 0, 0] = 5.0
 
 
+def test_a_fitted_array_assigned_anew_is_what_the_model_scores_with():
+    model, (A, b, w) = make((3, 2), 3)
+    X, _ = model.sample(25, random_state=0)
+    model.score_samples(X), model.to_gmm()  # caches built from the old parameters
+    uniform = np.full((3, 2), 1 / 6)
+    model.weights_ = uniform
+    np.testing.assert_allclose(model.score_samples(X), logpdf(X, A, b, uniform), rtol=1e-10)
+    A2 = [a.copy() for a in A]
+    A2[1] = A2[1] * 1.5
+    model.transforms_ = A2
+    np.testing.assert_allclose(model.score_samples(X), logpdf(X, A2, b, uniform), rtol=1e-10)
+    np.testing.assert_allclose(model.to_gmm()[0], uniform.ravel())
+
+
 @pytest.mark.parametrize("bad,err,msg", [
     (np.zeros((3, 5)), ValueError, "features"),
     (np.zeros(4), ValueError, "2-D"),
