@@ -16,6 +16,8 @@ from ._network import invert_nodes
 
 def kmeans(X, k, rng, n_iter=25):
     """Lloyd's algorithm with k-means++ seeding; returns labels of X."""
+    # centred, so |x|^2 - 2 x.c + |c|^2 below keeps its digits far from the origin
+    X = X - X.mean(axis=0)
     n = X.shape[0]
     centers = [X[rng.integers(n)]]
     d2 = ((X - centers[0]) ** 2).sum(1)

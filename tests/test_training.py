@@ -335,6 +335,23 @@ def test_too_few_rows():
         DeepGMM((2,)).fit(np.zeros((1, 3)))
 
 
+def test_the_start_does_not_move_with_the_datas_offset():
+    """k-means on the data far from the origin: the same clusters, so the same start and
+    objective (its distances once lost their digits to |x|^2 at offsets of 1e7)."""
+    from dgmmcore._init import kmeans
+    rng = np.random.default_rng(7)
+    X = np.concatenate([3 * rng.standard_normal((300, 4)) + c for c in (0, 6, -6)])
+    labels = kmeans(X, 3, np.random.default_rng(0))
+    starts = []
+    for offset in (0.0, 1e7, 1e8):
+        np.testing.assert_array_equal(kmeans(X + offset, 3, np.random.default_rng(0)), labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = DeepGMM((3,), estep="full", max_iter=0, random_state=0, n_threads=1)
+            starts.append(model.fit(X + offset).history_[0]["objective"])
+    np.testing.assert_allclose(starts, starts[0], rtol=1e-9)
+
+
 @pytest.mark.parametrize("layers,init_layer", [((6, 2), None), ((2, 6), None), ((6, 2), 0),
                                                ((2, 6), -1)])
 def test_the_widest_layer_starts_as_the_kmeans_clusters(layers, init_layer):
