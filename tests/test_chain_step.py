@@ -70,6 +70,15 @@ def test_no_fresh_rows_and_a_widened_network_named_in_full(run_step):
     assert "--iters" not in cont.split()
 
 
+def test_fresh_rows_ending_in_lr_are_mirrored(run_step):
+    code, _, (cont, _), _ = run_step("bsds300-800x5x5-40m", "bsds300-800x5x5-44m",
+                                     "4000000lr", "3", "40")
+    assert code == 0
+    words = cont.split()
+    assert "--mirrored" in words and words[words.index("--add-fresh") + 1] == "4000000"
+    assert "--reuse-paths" in words
+
+
 @pytest.mark.parametrize("args", [("32m", "36m", "0"), ("a", "b", "0", "1", "0", "8,5,5", "x")])
 def test_wrong_argument_counts_print_the_usage(run_step, args):
     code, err, calls, _ = run_step(*args)

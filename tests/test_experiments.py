@@ -684,6 +684,39 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     with pytest.raises(SystemExit, match="parameters differ"):
         continue_script.reuse_source(elsewhere, recipe)
 
+    # with --mirrored the fresh stage's draws are seen through the left-right mirror; its
+    # published recipe says so, and a run from that file draws the same rows again
+    continue_script.main(["continue", "--model", str(tmp_path / "val.npz"), "--add-fresh",
+                          "300", "--mirrored", *where, "--publish", str(tmp_path / "lr.npz")])
+    # by hand: the dropped pixel restored (the patch mean is 0), each row of pixels reversed
+    whole = np.hstack([fresh, -fresh.sum(axis=1, keepdims=True)]).reshape(-1, 8, 8)
+    mirrored = whole[:, :, ::-1].reshape(-1, 64)[:, :63]
+    assert not np.allclose(mirrored, fresh)
+    lr_rows = np.concatenate([X, mirrored, extra])
+    reference = hard_reference(tmp_path / "val.npz", lr_rows)
+    saved = dgmmcore.load(str(work / "val-plus300lr-hard1.model.npz"))
+    for a, b in zip(saved.transforms_, reference.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    last = json.loads((tmp_path / "bsds300.json").read_text())["models"][-1]
+    assert (last["train_patches"], last["added_fresh_patches"], last["added_fresh_mirrored"]) == (
+        2300, [600, 300], [False, True])
+    assert read_model_file(str(tmp_path / "lr.npz"))[0]["bsds300_rows"]["mirrored"] == [
+        False, True]
+    assert "mirrored" not in read_model_file(str(tmp_path / "val.npz"))[0]["bsds300_rows"]
+    # the unmirrored run of the same stage keeps its own row beside it
+    rows_now = json.loads((tmp_path / "bsds300.json").read_text())["models"]
+    assert [r.get("added_fresh_mirrored") for r in rows_now
+            if r.get("start_file") == "val" and r["train_patches"] == 2300] == [
+                None, [False, True]]
+    continue_script.main(["continue", "--model", str(tmp_path / "lr.npz"), *where])
+    reference = hard_reference(tmp_path / "lr.npz", lr_rows)
+    saved = dgmmcore.load(str(work / "lr-hard1.model.npz"))
+    for a, b in zip(saved.transforms_, reference.transforms_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(SystemExit, match="--mirrored mirrors the --add-fresh draws"):
+        continue_script.main(["continue", "--model", str(tmp_path / "val.npz"), "--mirrored",
+                              *where])
+
     # with --start-keep the rows start from the best path under their best top-layer node
     continue_script.main(["continue", "--model", str(tmp_path / "val.npz"), "--start-keep", "1",
                           *where])

@@ -410,15 +410,26 @@ def network_totals(args, layers, n_train):
     return iters + widened_iters, seconds + widened_seconds
 
 
+# A stage of fresh train-image draws seen through the left-right mirror (continue_network.py
+# --mirrored): once the draws mostly repeat patch positions, the mirror images are patches
+# the rows do not hold yet, and the networks score mirrored test patches as the originals.
+MIRRORED = "train-lr"
+
+
 def extended_rows(args, X, stages):
-    """X and then every stage's fresh rows (added_stages), in one array filled draw by draw
-    (no second full copy: 24M float32 rows are 6 GB)."""
+    """X and then every stage's fresh rows (added_stages; a MIRRORED stage's draws mirrored),
+    in one array filled draw by draw (no second full copy: 24M float32 rows are 6 GB)."""
+    from dgmmcore.datasets import symmetric_patches
     X_all = np.empty((len(X) + sum(m for m, _ in stages), X.shape[1]), dtype=X.dtype)
     X_all[:len(X)] = X
     at = len(X)
     for stage, (m, split) in enumerate(stages):
-        X_all[at:at + m] = (fresh_train(args, m, stage) if split == "train"
-                            else fresh_validation_images(args, m))
+        if split == "validation":
+            X_all[at:at + m] = fresh_validation_images(args, m)
+        else:  # the stage's own stream, mirrored or not
+            X_all[at:at + m] = fresh_train(args, m, stage)
+            if split == MIRRORED:
+                X_all[at:at + m] = symmetric_patches(X_all[at:at + m], "lr")
         at += m
     return X_all
 
@@ -487,6 +498,7 @@ def table1_row_key(r):
             r.get("reg_covar", DEFAULT_REG_COVAR), r.get("train_dtype", "float64"),
             r.get("reseeding", "copy"), tuple(r.get("continued_from_patches") or ()),
             tuple(r.get("widened_from") or ()), tuple(r.get("added_fresh_patches") or ()),
+            tuple(r.get("added_fresh_mirrored") or ()),
             r.get("added_validation_image_patches"), r.get("truncation"),
             r.get("truncation_search", True if r.get("truncation") else None),
             # continue_network.py's rows: the published network they went on from, and

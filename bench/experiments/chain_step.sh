@@ -14,7 +14,8 @@
 # Without the checkpoint the old rows' starts add about 35 min: take 2000000 fresh rows.)
 #
 # FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz (a name starting with bsds300- is
-# a file stem: bsds300-800x5x5-36m); FRESH new train-image patches (0: none, iterations only);
+# a file stem: bsds300-800x5x5-36m); FRESH new train-image patches (0: none, iterations only;
+# 4000000lr: 4M draws seen through the left-right mirror, --mirrored);
 # ITERS truncated iterations, or H+S for H hard ones before S truncated ones (sessions 28-32, 2
 # threads: about 50 s per 1M rows where a truncated iteration ranks, 28 s where it reuses the
 # ranking; at 800 top nodes, session 33, 58 and 30 s; 18.6 GB resident at 35.8M rows, about 1
@@ -50,8 +51,12 @@ model_file() {  # 32m: the (600, 5, 5) chain's file; bsds300-...: a file stem
     esac
 }
 extra_args=()
+if [[ $fresh == *lr ]]; then  # 4000000lr: the fresh draws seen through the left-right mirror
+    extra_args=(--mirrored)
+    fresh=${fresh%lr}
+fi
 if [ "$fresh" != 0 ]; then
-    extra_args=(--add-fresh "$fresh")
+    extra_args+=(--add-fresh "$fresh")
 fi
 if [[ $iters == *+* ]]; then
     extra_args+=(--iters "${iters%%+*}")

@@ -14,9 +14,9 @@ soft EM, writing a Table 1 row with the totals carried on.
     python bench/experiments/continue_network.py publish --out bench/models/NET.npz \\
         TABLE1 OPTIONS OF THE FINISHED RUN (--train, --models, --grow, --add-fresh, ...)
     python bench/experiments/continue_network.py continue --model bench/models/NET.npz \\
-        [--add-fresh M1[,M2...]] [--iters H] [--soft-iters K --truncation 20 --no-search
-        --rerank-every 3] [--start-keep 40] [--widen-to 800,5,5] [--threads 2] [--test 250000]
-        [--work bench/out/continued] [--publish bench/models/NEXT.npz]
+        [--add-fresh M1[,M2...] [--mirrored]] [--iters H] [--soft-iters K --truncation 20
+        --no-search --rerank-every 3] [--start-keep 40] [--widen-to 800,5,5] [--threads 2]
+        [--test 250000] [--work bench/out/continued] [--publish bench/models/NEXT.npz]
                                               (the result as a portable file in turn)
     python bench/experiments/continue_network.py symmetrize --model bench/models/NET.npz \
         [--threads 2] [--test 250000] [--out NET-symmetric.npz]
@@ -27,8 +27,11 @@ so the run trains on exactly the rows a table1 chain with the same stages would.
 ``--add-validation-images`` adds the 20 validation images' patches (as many per image as the
 rows before have per train image, table1's stage of that name): the paper's training set is
 all 200 train images; from then on the validation score is no longer held out.
-``--iters H`` hard iterations come before any ``--soft-iters`` (which start from the paths of
-the last hard E-step). ``--widen-to`` splits the network's heaviest nodes into more
+``--mirrored`` sees the ``--add-fresh`` draws through the left-right mirror: once fresh draws
+mostly repeat patch positions (at 38M rows of the 180 train images, 3 in 4 do), their mirror
+images are patches the rows do not hold yet; the recipe records it so the rows can be drawn
+again. ``--iters H`` hard iterations come before any ``--soft-iters`` (which start from the
+paths of the last hard E-step). ``--widen-to`` splits the network's heaviest nodes into more
 (``DeepGMM.widen``, seeded by the rows' seed) before the rows' start paths are found, so the
 rows choose between each split node and its copy; a hard iteration first parts the two at
 once, where truncated soft EM shares rows between them and parts them over a few iterations.
@@ -47,7 +50,9 @@ import bsds300  # noqa: E402  (the Table 1 helpers: rows, tags, fits, JSON rows)
 
 BLOCK = 1_000_000  # rows per cached block of start paths: an interrupted run loses < 1 block
 RECIPE_KEYS = ("dataset", "seed", "train", "add_fresh", "float32", "reg_covar")
-# and "validation_images": the patches of the validation images' stage (absent: none)
+# and "validation_images": the patches of the validation images' stage (absent: none), and
+# "mirrored": per add_fresh stage, whether its draws are seen through the left-right mirror
+# (absent: none are)
 # what a portable file carries of the Table 1 row of the runs behind it
 TOTALS_KEYS = ("init", "em_iterations", "soft_em_iterations", "fit_seconds", "test_loglik",
                "stderr", "valid_loglik", "valid_stderr", "test_patches", "machine")
@@ -125,7 +130,12 @@ def file_recipe(path):
     missing = [k for k in RECIPE_KEYS if k not in recipe]
     if missing:
         raise SystemExit(f"{path}: its rows' recipe lacks {missing}")
-    return load(path), recipe, meta["bsds300_totals"]
+    mirrored = recipe.get("mirrored", [False] * len(recipe["add_fresh"]))
+    if len(mirrored) != len(recipe["add_fresh"]) or not all(isinstance(f, bool)
+                                                            for f in mirrored):
+        raise SystemExit(f"{path}: its rows' recipe has mirrored {mirrored} for the stages "
+                         f"{recipe['add_fresh']}")
+    return load(path), {**recipe, "mirrored": mirrored}, meta["bsds300_totals"]
 
 
 def reuse_source(args, recipe):
@@ -234,7 +244,8 @@ def row_stages(run, recipe, add_validation_images):
         # table1's stage: as many per validation image as all rows before have per train image
         with_images = argparse.Namespace(**{**vars(run), "add_validation_images": True})
         validation = bsds300.added_stages(with_images, recipe["train"])[-1][0]
-    return ([(m, "train") for m in run.add_fresh]
+    return ([(m, bsds300.MIRRORED if lr else "train") for m, lr in zip(run.add_fresh,
+                                                                        run.mirrored)]
             + ([(validation, "validation")] if validation else []))
 
 
@@ -254,7 +265,11 @@ def continue_fit(args):
     run = argparse.Namespace(**{**vars(args), "dataset": recipe["dataset"],
                                 "seed": recipe["seed"], "float32": recipe["float32"],
                                 "reg_covar": recipe["reg_covar"],
-                                "add_fresh": tuple(recipe["add_fresh"]) + tuple(args.add_fresh)})
+                                "add_fresh": tuple(recipe["add_fresh"]) + tuple(args.add_fresh),
+                                "mirrored": tuple(recipe["mirrored"])
+                                + (bool(args.mirrored),) * len(args.add_fresh)})
+    if args.mirrored and not args.add_fresh:
+        raise SystemExit("continue: --mirrored mirrors the --add-fresh draws: give --add-fresh")
     if not args.soft_iters and not args.iters:
         raise SystemExit("continue: give --soft-iters (with --truncation) or --iters")
     if args.start_keep < 0:
@@ -265,7 +280,8 @@ def continue_fit(args):
     stem = file_stem(args.model)
     reuse = reuse_source(args, recipe) if args.reuse_paths else None
     # the hard stage's tag, which the truncated stage's extends (no --iters: no hard stage)
-    hard_tag = (stem + "".join(f"-plus{m}" for m in args.add_fresh)
+    hard_tag = (stem + "".join(f"-plus{m}" + ("lr" if args.mirrored else "")
+                               for m in args.add_fresh)
                 + (f"-plusval{validation}" if args.add_validation_images else "")
                 + (f"-widen{'x'.join(map(str, layers))}" if widened_from else "")
                 + (f"-start{args.start_keep}nodes" if args.start_keep else "")
@@ -317,6 +333,7 @@ def continue_fit(args):
            "reseeding": bsds300.RESEEDING, "continued_from_patches": None,
            "widened_from": list(widened_from) if widened_from else None,
            "added_fresh_patches": list(run.add_fresh) or None,
+           "added_fresh_mirrored": list(run.mirrored) if any(run.mirrored) else None,
            "added_validation_image_patches": validation or None,
            # the published network this run went on from, and how the rows' start paths were
            # found: exact (None) or under each row's K best top-layer nodes
@@ -332,7 +349,9 @@ def continue_fit(args):
           f"{seconds:.0f} s", flush=True)
     bsds300.save_table1_rows(run.dataset, [row])
     if args.publish:
-        recipe = {**recipe, "add_fresh": list(run.add_fresh)}
+        recipe = {**recipe, "add_fresh": list(run.add_fresh), "mirrored": list(run.mirrored)}
+        if not any(run.mirrored):  # files without mirrored stages read as before
+            del recipe["mirrored"]
         if validation:
             recipe["validation_images"] = validation
         write_portable(fitted, args.publish, recipe,
@@ -401,6 +420,7 @@ def symmetrize(args):
            "reg_covar": recipe["reg_covar"],
            "train_dtype": "float32" if recipe["float32"] else "float64",
            "added_fresh_patches": list(recipe["add_fresh"]) or None,
+           "added_fresh_mirrored": recipe["mirrored"] if any(recipe["mirrored"]) else None,
            "added_validation_image_patches": recipe.get("validation_images") or None,
            # the published network, averaged over the symmetries the validation chose
            "start_file": stem, "start_file_test_loglik": totals["test_loglik"],
@@ -458,6 +478,9 @@ def main(argv=None):
     cont.add_argument("--reuse-paths", action="store_true",
                       help="start the file's rows from their last paths in the checkpoint of "
                            "the run that wrote it, when --work still holds it (else searched)")
+    cont.add_argument("--mirrored", action="store_true",
+                      help="see this run's --add-fresh draws through the left-right mirror "
+                           "(new patches once fresh draws mostly repeat positions)")
     cont.add_argument("--widen-to", type=bsds300.parse_ints, default=(), metavar="N1,N2,...",
                       help="first split the heaviest nodes of each layer up to these sizes")
     sym = sub.add_parser("symmetrize", help="a published network averaged over the "
