@@ -566,6 +566,32 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     assert row32["test_loglik"] == pytest.approx(row["test_loglik"], abs=1e-3)
     assert row32["test_loglik"] != row["test_loglik"]  # the float32 scores were used
 
+    # how new rows are to it: its own first rows, fresh draws of an unused stream, test
+    # patches, each mirrored by hand, scored in float32
+    continue_script.main(["novelty", "--model", str(net), "--rows", "200", "--threads", "1",
+                          "--root", str(BSDS)])
+    found = json.loads((tmp_path / "bsds300-novelty.json").read_text())["rows"]
+    assert [(r["start_file"], r["rows"]) for r in found] == [("net", 200)]
+
+    def lr_by_hand(rows):
+        whole = np.hstack([rows, -rows.sum(axis=1, keepdims=True)]).reshape(-1, 8, 8)
+        return whole[:, :, ::-1].reshape(-1, 64)[:, :63]
+
+    drawn = {"own": load_bsds300(BSDS, "train", n_patches=1200, random_state=0)[:200],
+             "fresh": load_bsds300(BSDS, "train", n_patches=200,
+                                   random_state=np.random.SeedSequence([0, 3])),
+             "test": load_bsds300(BSDS, "test", n_patches=200, random_state=0)}
+    want = {}
+    for name, rows in drawn.items():
+        want[name] = published.score_samples(rows.astype(np.float32))
+        want[f"{name} lr"] = published.score_samples(lr_by_hand(rows).astype(np.float32))
+    for name, s in want.items():  # the script mirrors the float32 rows: 1e-6 apart
+        assert found[0]["means"][name] == pytest.approx(s.mean(), abs=1e-5), name
+    assert found[0]["paired"]["own - own lr"][0] == pytest.approx(
+        (want["own"] - want["own lr"]).mean(), abs=1e-5)
+    with pytest.raises(SystemExit, match="--rows"):
+        continue_script.main(["novelty", "--model", str(net), "--rows", "1201"])
+
     # continued elsewhere on its 1200 rows and 600 fresh ones (the draws a table1 chain with
     # --add-fresh 600 makes), every row from its exact best path, one truncated iteration
     work = tmp_path / "elsewhere"

@@ -18,9 +18,11 @@ soft EM, writing a Table 1 row with the totals carried on.
         --no-search --rerank-every 3] [--start-keep 40] [--widen-to 800,5,5] [--threads 2]
         [--test 250000] [--work bench/out/continued] [--publish bench/models/NEXT.npz]
                                               (the result as a portable file in turn)
-    python bench/experiments/continue_network.py symmetrize --model bench/models/NET.npz \
+    python bench/experiments/continue_network.py symmetrize --model bench/models/NET.npz \\
         [--threads 2] [--test 250000] [--out NET-symmetric.npz]
                                               (averaged over symmetries of the square, scored)
+    python bench/experiments/continue_network.py novelty --model bench/models/NET.npz \\
+        [--rows 100000] [--threads 2]         (how new fresh or mirrored rows are to it)
 
 ``continue`` takes the rows' recipe (seed, patches, stages, float32, reg_covar) from the file,
 so the run trains on exactly the rows a table1 chain with the same stages would.
@@ -437,6 +439,53 @@ def symmetrize(args):
         print(f"wrote {args.out}")
 
 
+# The stream of the never-trained-on draws ``novelty`` scores: no stage uses it ([seed, 1, ...]
+# are the --add-fresh stages', [seed, 2] the validation images' stage).
+NOVELTY_STREAM = 3
+
+
+def novelty(args):
+    """How new candidate training rows are to a published network: its mean log-likelihood on
+    the first --rows of its own training rows, on as many fresh draws of the train images
+    (drawn as an --add-fresh stage draws them, from a stream no stage uses) and test patches,
+    and on each seen through the left-right mirror, all in float32; with paired differences.
+    Rows the network has fitted score above those it has not; a stage of rows it scores as
+    well as its own has little left to teach it."""
+    from dgmmcore.datasets import symmetric_patches
+    model, recipe, _ = file_recipe(args.model)
+    model.n_threads = args.threads
+    if not 0 < args.rows <= recipe["train"]:
+        raise SystemExit(f"novelty: --rows must be 1 to the file's first draw, "
+                         f"{recipe['train']}; got {args.rows}")
+    run = argparse.Namespace(**{**vars(args), "dataset": recipe["dataset"],
+                                "seed": recipe["seed"], "float32": True})
+    unused = np.random.SeedSequence([recipe["seed"], NOVELTY_STREAM])
+    sets = {"own": bsds300.load_train(run, recipe["train"])[:args.rows],
+            "fresh": bsds300.load_train(argparse.Namespace(**{**vars(run), "seed": unused}),
+                                        args.rows),
+            "test": bsds300.load_data(run, "test", args.rows).astype(np.float32)}
+    scores = {}
+    for name, X in sets.items():
+        for seen, rows in ((name, X), (f"{name} lr", symmetric_patches(X, "lr"))):
+            t0 = time.perf_counter()
+            scores[seen] = model.score_samples(rows)
+            print(f"  {seen:9s} {scores[seen].mean():.4f} ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    row = {"start_file": file_stem(args.model), "rows": args.rows,
+           "means": {k: float(v.mean()) for k, v in scores.items()},
+           "stderr": {k: bsds300.mean_and_stderr(v)[1] for k, v in scores.items()},
+           "paired": {}, "score_threads": model.n_threads, "machine": bsds300.machine()["cpu"]}
+    for a, b in (("own", "own lr"), ("fresh", "fresh lr"), ("test", "test lr"),
+                 ("own", "fresh")):
+        row["paired"][f"{a} - {b}"] = bsds300.mean_and_stderr(scores[a] - scores[b])
+        print(f"   {a} - {b}: {row['paired'][f'{a} - {b}'][0]:+.4f} +- "
+              f"{row['paired'][f'{a} - {b}'][1]:.4f}", flush=True)
+    name = f"{recipe['dataset']}-novelty.json"
+    old = bsds300.read_json(name).get("rows", [])
+    bsds300.write_json(name, {"rows": bsds300.merge_rows(
+        old, [row], lambda r: (r["start_file"], r["rows"]))})
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -492,8 +541,15 @@ def main(argv=None):
     sym.add_argument("--score-float32", action="store_true",
                      help="score in float32 (2.3x faster; means move by ~1e-8 nats)")
     sym.add_argument("--test", type=int, default=250_000)
+    new = sub.add_parser("novelty", help="a published network's scores on its own rows, fresh "
+                                         "draws and test patches, each also mirrored")
+    new.add_argument("--model", required=True)
+    new.add_argument("--rows", type=int, default=100_000)
+    new.add_argument("--root", default=bsds300.DEFAULT_ROOT)
+    new.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
-    {"publish": publish, "continue": continue_fit, "symmetrize": symmetrize}[args.command](args)
+    {"publish": publish, "continue": continue_fit, "symmetrize": symmetrize,
+     "novelty": novelty}[args.command](args)
 
 
 if __name__ == "__main__":
