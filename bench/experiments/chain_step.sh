@@ -5,21 +5,23 @@
 # bench/results/logs/ (bench/out is each machine's scratch). Run it in the background at the
 # start of a session (setsid and </dev/null: session 31's plain `nohup ... &` never started):
 #
-#   setsid nohup bash bench/experiments/chain_step.sh bsds300-800x5x5-36m bsds300-800x5x5-40m \
-#       4000000 3 40 > /tmp/chain.out 2>&1 < /dev/null &
+#   setsid nohup bash bench/experiments/chain_step.sh bsds300-800x5x5-40m bsds300-800x5x5-44m \
+#       4000000lr 3 40 > /tmp/chain.out 2>&1 < /dev/null &
 #
-# (session 34's plan: the widened 36M file on its 35.8M rows, started from their last paths in
-# session 33's checkpoint where this machine still has it, plus 4M fresh ones started by the
-# node search, 3 truncated iterations: about 1 h 45 min by session 33's timings, about 20 GB.
-# Without the checkpoint the old rows' starts add about 35 min: take 2000000 fresh rows.)
+# (session 35's plan: the 40M file on its 39.8M rows, started from their last paths in session
+# 34's checkpoint where this machine still has it, plus 4M fresh draws seen through the
+# left-right mirror (new patches to the network, where 3 in 4 fresh draws repeat a position the
+# rows hold: bench/results/BSDS300.md, footnote 36), started by the node search, 3 truncated
+# iterations: about 1 h 50 min by session 34's timings, about 21 GB. Without the checkpoint
+# the old rows' starts add about 40 min: take 2000000lr.)
 #
 # FROM and TO name bench/models/bsds300-600x5x5-{FROM,TO}.npz (a name starting with bsds300- is
 # a file stem: bsds300-800x5x5-36m); FRESH new train-image patches (0: none, iterations only;
 # 4000000lr: 4M draws seen through the left-right mirror, --mirrored);
 # ITERS truncated iterations, or H+S for H hard ones before S truncated ones (sessions 28-32, 2
 # threads: about 50 s per 1M rows where a truncated iteration ranks, 28 s where it reuses the
-# ranking; at 800 top nodes, session 33, 58 and 30 s; 18.6 GB resident at 35.8M rows, about 1
-# GB more per 4M rows; symmetrize 12 min, 15 at 800 top nodes). START_KEEP (optional, default
+# ranking; at 800 top nodes, sessions 33-34, 58 and 30 s; 18.6 GB resident at 35.8M rows, 20.2
+# at 39.8M reusing paths; symmetrize 12 min, 15 at 800 top nodes). START_KEEP (optional, default
 # 0: every row from its exact best path, 162-166 s per 1M rows) starts each row from its best
 # path under its START_KEEP most likely top-layer nodes instead (--start-keep; 40: the exact
 # path for 98.5% of rows, 46-51 s per 1M rows; sessions 31-32, bench/results/BSDS300.md,

@@ -448,9 +448,11 @@ def novelty(args):
     """How new candidate training rows are to a published network: its mean log-likelihood on
     the first --rows of its own training rows, on as many fresh draws of the train images
     (drawn as an --add-fresh stage draws them, from a stream no stage uses) and test patches,
-    and on each seen through the left-right mirror, all in float32; with paired differences.
-    Rows the network has fitted score above those it has not; a stage of rows it scores as
-    well as its own has little left to teach it."""
+    and on each seen through the left-right mirror, all in float32; with the paired
+    differences between each set and its mirror images. Test patches score as their mirror
+    images do: what a set scores above its mirror images is what the network has fitted of
+    those particular patches, and a stage of rows it has largely fitted has less to teach it.
+    (The sets' means differ by less than their spread between images: compare them paired.)"""
     from dgmmcore.datasets import symmetric_patches
     model, recipe, _ = file_recipe(args.model)
     model.n_threads = args.threads
@@ -475,8 +477,7 @@ def novelty(args):
            "means": {k: float(v.mean()) for k, v in scores.items()},
            "stderr": {k: bsds300.mean_and_stderr(v)[1] for k, v in scores.items()},
            "paired": {}, "score_threads": model.n_threads, "machine": bsds300.machine()["cpu"]}
-    for a, b in (("own", "own lr"), ("fresh", "fresh lr"), ("test", "test lr"),
-                 ("own", "fresh")):
+    for a, b in (("own", "own lr"), ("fresh", "fresh lr"), ("test", "test lr")):  # paired
         row["paired"][f"{a} - {b}"] = bsds300.mean_and_stderr(scores[a] - scores[b])
         print(f"   {a} - {b}: {row['paired'][f'{a} - {b}'][0]:+.4f} +- "
               f"{row['paired'][f'{a} - {b}'][1]:.4f}", flush=True)
