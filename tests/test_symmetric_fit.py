@@ -124,14 +124,9 @@ def test_cold_pairs_get_their_own_restarts_and_later_fits_go_on_warm():
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_round_is_one_network_iteration_on_the_rows_turned_to_their_best_symmetry():
-    model, params = network(seed=4)
-    X = rows(model, 500, 3)
-    symmetries = ("identity", "lr", "rot90", "transpose")
-    sym = SymmetrizedModel(copy.deepcopy(model), symmetries)
-    sym.fit(X, n_rounds=1, search="exact", final_search=False, random_state=7)
-    # reference: the pairs by brute force, the rows turned by hand, the public warm start
-    which, path, score = brute_force_pairs(X, params, symmetries)
+def iteration_by_hand(model, X, which, symmetries, init_paths=None):
+    """A copy of ``model`` after one warm EM iteration on the rows turned by hand to their
+    symmetries ``which``, seeded as a round with random_state 7 seeds it."""
     turned = np.empty_like(X)
     for k, g in enumerate(symmetries):
         turned[which == k] = by_hand(X[which == k], g, SIDE)
@@ -141,8 +136,20 @@ def test_a_round_is_one_network_iteration_on_the_rows_turned_to_their_best_symme
     ref.warm_start, ref.max_iter, ref.random_state = True, 1, rng
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        ref.fit(turned, init_paths=np.stack(np.unravel_index(path, LAYERS), axis=1),
-                final_estep=False)
+        ref.fit(turned, init_paths=init_paths, final_estep=False)
+    return ref
+
+
+def test_a_round_is_one_network_iteration_on_the_rows_turned_to_their_best_symmetry():
+    model, params = network(seed=4)
+    X = rows(model, 500, 3)
+    symmetries = ("identity", "lr", "rot90", "transpose")
+    sym = SymmetrizedModel(copy.deepcopy(model), symmetries)
+    sym.fit(X, n_rounds=1, search="exact", final_search=False, random_state=7)
+    # reference: the pairs by brute force, the rows turned by hand, the public warm start
+    which, path, score = brute_force_pairs(X, params, symmetries)
+    ref = iteration_by_hand(model, X, which, symmetries,
+                            np.stack(np.unravel_index(path, LAYERS), axis=1))
     for got, want in zip(sym.model.transforms_ + sym.model.biases_, ref.transforms_ + ref.biases_):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(sym.model.weights_, ref.weights_, rtol=1e-12)
@@ -166,16 +173,7 @@ def test_a_round_of_a_full_or_soft_network_is_its_own_iteration_on_the_turned_ro
     # reference: the pairs by brute force, the rows turned by hand, the network's own warm
     # E-step over all paths (no start paths: those are the heuristic's alone)
     which, _, _ = brute_force_pairs(X, params, symmetries)
-    turned = np.empty_like(X)
-    for k, g in enumerate(symmetries):
-        turned[which == k] = by_hand(X[which == k], g, SIDE)
-    rng = np.random.default_rng(7)
-    rng.integers(2**62)  # the search's key: drawn first
-    ref = copy.deepcopy(model)
-    ref.warm_start, ref.max_iter, ref.random_state = True, 1, rng
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ref.fit(turned, final_estep=False)
+    ref = iteration_by_hand(model, X, which, symmetries)
     new_params = (ref.transforms_, ref.biases_, ref.weights_)
     which, _, score = brute_force_pairs(X, new_params, symmetries)
     assert sym.history_[-1]["objective"] == pytest.approx(score.mean() - np.log(3), rel=1e-9)
