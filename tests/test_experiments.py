@@ -13,6 +13,7 @@ from scipy.stats import multivariate_normal
 import dgmmcore
 from dgmmcore import DeepGMM
 from dgmmcore.datasets import load_bsds300
+from test_symmetry import by_hand
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "bench" / "experiments"
@@ -573,10 +574,6 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     found = json.loads((tmp_path / "bsds300-novelty.json").read_text())["rows"]
     assert [(r["start_file"], r["rows"]) for r in found] == [("net", 200)]
 
-    def lr_by_hand(rows):
-        whole = np.hstack([rows, -rows.sum(axis=1, keepdims=True)]).reshape(-1, 8, 8)
-        return whole[:, :, ::-1].reshape(-1, 64)[:, :63]
-
     drawn = {"own": load_bsds300(BSDS, "train", n_patches=1200, random_state=0)[:200],
              "fresh": load_bsds300(BSDS, "train", n_patches=200,
                                    random_state=np.random.SeedSequence([0, 3])),
@@ -584,7 +581,7 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     want = {}
     for name, rows in drawn.items():
         want[name] = published.score_samples(rows.astype(np.float32))
-        want[f"{name} lr"] = published.score_samples(lr_by_hand(rows).astype(np.float32))
+        want[f"{name} lr"] = published.score_samples(by_hand(rows, "lr", 8).astype(np.float32))
     for name, s in want.items():  # the script mirrors the float32 rows: 1e-6 apart
         assert found[0]["means"][name] == pytest.approx(s.mean(), abs=1e-5), name
     assert found[0]["paired"]["own - own lr"][0] == pytest.approx(
@@ -714,9 +711,7 @@ def test_published_network_goes_on_from_its_file_alone(tmp_path, bsds300_script,
     # published recipe says so, and a run from that file draws the same rows again
     continue_script.main(["continue", "--model", str(tmp_path / "val.npz"), "--add-fresh",
                           "300", "--mirrored", *where, "--publish", str(tmp_path / "lr.npz")])
-    # by hand: the dropped pixel restored (the patch mean is 0), each row of pixels reversed
-    whole = np.hstack([fresh, -fresh.sum(axis=1, keepdims=True)]).reshape(-1, 8, 8)
-    mirrored = whole[:, :, ::-1].reshape(-1, 64)[:, :63]
+    mirrored = by_hand(fresh, "lr", 8)
     assert not np.allclose(mirrored, fresh)
     lr_rows = np.concatenate([X, mirrored, extra])
     reference = hard_reference(tmp_path / "val.npz", lr_rows)
