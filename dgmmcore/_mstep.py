@@ -11,6 +11,9 @@ g = (p_1, ..., p_{j-1}). Writing Q' = [Q c] and v' = [v; 1], the node's hard-EM 
 with Omega_g = R_g^T R_g, s'_g = sum v', S'_g = sum v' v'^T over the node's points below g.
 Everything is computed from per-path statistics in parameter space; no pass over the data.
 
+Each node is fitted in its own frame (inputs from their mean, outputs from the start's mean
+output: ``node_origins``, ``node_terms``), so the objective is the same wherever the data sit.
+
 The quadratic term is evaluated per group (paper eq. 11/12) or through the Kronecker sum
 K = sum_g Omega_g (x) S'_g (eq. 13/14, assembled by the compiled ``kron_assemble``).
 """
@@ -122,12 +125,25 @@ def lower_folds(Q, c, D):
     return R, r
 
 
-def group_moments(counts, means, scatters, G, Nj):
+def node_origins(counts, means, G, Nj):
+    """(Nj, D) each node's mean input v over all its points (the origin of its moments)."""
+    D = means.shape[-1]
+    N = counts.reshape(G, Nj, -1)
+    n = N.sum(axis=(0, 2))
+    s = np.einsum("giu,giud->id", N, means.reshape(G, Nj, -1, D))
+    return s / np.maximum(n, 1e-300)[:, None]
+
+
+def group_moments(counts, means, scatters, G, Nj, origins=None):
     """Pool path statistics over the upper part of the path: per (lower prefix g, node i) the
-    count n, the sum s1 = sum v and the second moment s2 = sum v v^T."""
+    count n, the sum s1 = sum w and the second moment s2 = sum w w^T of w = v - origins[i]
+    (no origins: of v itself). About a nearby origin no digits are lost to cancellation:
+    sum v v^T at an offset of 1e6 keeps 4 of a unit spread's 16."""
     D = means.shape[-1]
     N = counts.reshape(G, Nj, -1)
     m = means.reshape(G, Nj, -1, D)
+    if origins is not None:
+        m = m - origins[None, :, None]
     C = scatters.reshape(G, Nj, -1, D, D)
     n = N.sum(axis=2)
     s1 = np.einsum("giu,giud->gid", N, m)
@@ -144,6 +160,20 @@ def augmented_second_moment(n, s1, s2):
     S[:, D, :D] = s1
     S[:, D, D] = n
     return S
+
+
+def node_terms(n, s1, s2, R, r, out_origin=None):
+    """The terms of one node's f(Q') (module docstring) from its groups' moments n, s1, s2
+    and folds R, r: S' (G, D+1, D+1), L (D, D+1) and c0. With ``out_origin`` p the node's
+    output is u = p + Q' w' and the folds take p in (z = R_g u' + (r_g + R_g p)): with p the
+    start's mean output, offsets of the data's size never meet inside the objective."""
+    if out_origin is not None:
+        r = r + np.einsum("gij,j->gi", R, out_origin)
+    S = augmented_second_moment(n, s1, s2)
+    s1p = np.concatenate([s1, n[:, None]], axis=1)
+    L = np.einsum("gji,gj->gi", R, r).T @ s1p
+    c0 = float(n @ np.einsum("gi,gi->g", r, r))
+    return S, L, c0
 
 
 def mstep(Q, c, stats, layers, *, reg_covar, method, lbfgs_maxiter, rng, n_threads):
@@ -163,33 +193,35 @@ def mstep(Q, c, stats, layers, *, reg_covar, method, lbfgs_maxiter, rng, n_threa
     for j in reversed(range(len(layers))):
         Nj = layers[j]
         G = int(np.prod(layers[:j], dtype=np.int64))
-        n, s1, s2 = group_moments(counts, means, scat, G, Nj)
+        # each node is fitted in its own frame, from its mean input o to its start's mean
+        # output p: Q v + c = p + Q (v - o) + e, e fitted from 0. Data at an offset of 1e6
+        # make Q v and c of 1e6 each and their sum of 1: about the origin one M-step moved
+        # the nodes by 7e-4 at 1e4 and 2e-3 at 1e6, whole fits by up to 2 nats
+        # (tests/test_mstep.py, test_robustness.py)
+        origins = node_origins(counts, means, G, Nj)
+        n, s1, s2 = group_moments(counts, means, scat, G, Nj, origins)
         R, r = lower_folds(Q[:j], c[:j], D)
         omegas = np.matmul(np.swapaxes(R, 1, 2), R)
-        Rr = np.einsum("gji,gj->gi", R, r)
-        rr = np.einsum("gi,gi->g", r, r)
         node_counts = n.sum(axis=0)
 
         def fit_node(i):
             if node_counts[i] < min_count:
                 return None  # starved: re-seeded below
             live = n[:, i] > 0
-            S = augmented_second_moment(n[live, i], s1[live, i], s2[live, i])
-            s1p = np.concatenate([s1[live, i], n[live, i][:, None]], axis=1)
-            L = Rr[live].T @ s1p
-            c0 = float(n[live, i] @ rr[live])
+            p = c[j][i] + Q[j][i] @ origins[i]
+            S, L, c0 = node_terms(n[live, i], s1[live, i], s2[live, i], R[live], r[live], p)
             m = method if method != "auto" else choose_method(int(live.sum()), D, lbfgs_maxiter)
             B, T = preconditioners(omegas[live], n[live, i], S)
             # the objective keeps its form in whitened coordinates Q' = B Y T (see below)
             Om_w = np.matmul(np.matmul(B.T[None], omegas[live]), B[None])
             S_w = np.matmul(np.matmul(T[None], S), T.T[None])
             obj = NodeObjective(Om_w, S_w, B.T @ L @ T.T, c0, node_counts[i], m)
-            Y0 = np.linalg.solve(B, np.concatenate([Q[j][i], c[j][i][:, None]], axis=1))
+            Y0 = np.linalg.solve(B, np.concatenate([Q[j][i], np.zeros((D, 1))], axis=1))
             Y0 = np.linalg.solve(T.T, Y0.T).T
             y, yc, info = optimize_node(obj, Y0[:, :D], Y0[:, D], lbfgs_maxiter)
             Qp = B @ np.concatenate([y, yc[:, None]], axis=1) @ T
             info["method"] = m
-            return Qp[:, :D], Qp[:, D], info
+            return Qp[:, :D], p + Qp[:, D] - Qp[:, :D] @ origins[i], info
 
         with single_threaded_blas():
             if n_threads > 1 and Nj > 1:
@@ -261,12 +293,13 @@ def reseed_starved_nodes(Q, c, node_counts, min_count, rng, jitter=0.05):
 
 
 def perturbed_copy(Q, c, rng, jitter):
-    """A node near the inverse map (Q, c): ((I + jitter G / sqrt(D)) Q, c + jitter g), G and
-    g standard normal. Close enough to share its source's points at first, different enough
-    for EM to pull the two apart."""
+    """A node near the inverse map (Q, c): its output u = Q v + c made (I + jitter G /
+    sqrt(D)) u + jitter g, G and g standard normal. Close enough to share its source's points
+    at first, different enough for EM to pull the two apart. The output is perturbed, not Q
+    alone: Q v and c may each be 1e6 where u is of order 1 (data far from the origin)."""
     D = Q.shape[0]
-    return ((np.eye(D) + jitter / np.sqrt(D) * rng.standard_normal((D, D))) @ Q,
-            c + jitter * rng.standard_normal(D))
+    P = np.eye(D) + jitter / np.sqrt(D) * rng.standard_normal((D, D))
+    return P @ Q, P @ c + jitter * rng.standard_normal(D)
 
 
 def split_prior_counts(counts, layers, splits):

@@ -30,8 +30,11 @@ def brute_objective(Q, c, X, paths, j, i, Qi, ci):
     return -total / sel.sum()
 
 
-def node_objectives(Q, c, X, paths, layers, j, method):
-    """Build the objective of every node of layer j the way mstep() does (no optimisation)."""
+def node_objectives(Q, c, X, paths, layers, j, method, frame=False):
+    """Build the objective of every node of layer j the way mstep() does (no optimisation).
+    With ``frame`` in each node's own frame (inputs from their mean o, outputs from the start's
+    mean p = c + Q o) as mstep() fits them: the objective then takes (Q, e) for the node
+    v -> Q v + p + e - Q o."""
     D = X.shape[1]
     stats = hard_stats(X, ravel_paths(paths, layers), int(np.prod(layers)),
                        np.zeros((int(np.prod(layers)), D)), 1)
@@ -45,32 +48,34 @@ def node_objectives(Q, c, X, paths, layers, j, method):
         means = (np.einsum("nij,gnuj->gnui", Q[l], m4) + c[l][None, :, None]).reshape(-1, D)
         scat = np.matmul(np.matmul(Qb, C5), np.swapaxes(Qb, -1, -2)).reshape(-1, D, D)
     G = int(np.prod(layers[:j]))
-    n, s1, s2 = _mstep.group_moments(counts, means, scat, G, layers[j])
+    origins = _mstep.node_origins(counts, means, G, layers[j]) if frame else None
+    n, s1, s2 = _mstep.group_moments(counts, means, scat, G, layers[j], origins)
     R, r = _mstep.lower_folds(Q[:j], c[:j], D)
     omegas = np.matmul(np.swapaxes(R, 1, 2), R)
     out = []
     for i in range(layers[j]):
-        S = _mstep.augmented_second_moment(n[:, i], s1[:, i], s2[:, i])
-        s1p = np.concatenate([s1[:, i], n[:, i][:, None]], axis=1)
-        L = np.einsum("gji,gj->gi", R, r).T @ s1p
-        c0 = float(n[:, i] @ np.einsum("gi,gi->g", r, r))
+        p = c[j][i] + Q[j][i] @ origins[i] if frame else None
+        S, L, c0 = _mstep.node_terms(n[:, i], s1[:, i], s2[:, i], R, r, p)
         out.append(_mstep.NodeObjective(omegas, S, L, c0, n[:, i].sum(), method))
-    return out
+    return out, origins
 
 
 @pytest.mark.parametrize("j", [0, 1, 2])
 @pytest.mark.parametrize("method", ["groups", "kronecker"])
-def test_node_objective_matches_brute_force(j, method):
+@pytest.mark.parametrize("frame", [False, True])
+def test_node_objective_matches_brute_force(j, method, frame):
     layers = (3, 2, 2)
     Q, c, X, paths = setup_problem(layers)
-    objs = node_objectives(Q, c, X, paths, layers, j, method)
+    objs, origins = node_objectives(Q, c, X, paths, layers, j, method, frame)
     rng = np.random.default_rng(1)
     for i, obj in enumerate(objs):
         for trial in range(2):
             Qi = Q[j][i] + (0.1 * rng.standard_normal(Q[j][i].shape) if trial else 0)
             ci = c[j][i] + (0.1 * rng.standard_normal(c[j][i].shape) if trial else 0)
-            got, _ = obj(np.concatenate([Qi, ci[:, None]], axis=1).ravel())
-            ref = brute_objective(Q, c, X, paths, j, i, Qi, ci) - 0.5 * 0  # same additive constant
+            # in the node's frame the bias is e = c - p + Q o, p = c_start + Q_start o
+            e = ci - (c[j][i] + Q[j][i] @ origins[i]) + Qi @ origins[i] if frame else ci
+            got, _ = obj(np.concatenate([Qi, e[:, None]], axis=1).ravel())
+            ref = brute_objective(Q, c, X, paths, j, i, Qi, ci)
             np.testing.assert_allclose(got, ref, rtol=1e-10)
 
 
@@ -78,7 +83,7 @@ def test_node_objective_matches_brute_force(j, method):
 def test_gradient_matches_finite_differences(j):
     layers = (3, 2, 2)
     Q, c, X, paths = setup_problem(layers, seed=2)
-    obj = node_objectives(Q, c, X, paths, layers, j, "groups")[1]
+    obj = node_objectives(Q, c, X, paths, layers, j, "groups")[0][1]
     x0 = np.concatenate([Q[j][1], c[j][1][:, None]], axis=1).ravel()
     _, grad = obj(x0)
     eps = 1e-6
@@ -91,8 +96,8 @@ def test_kronecker_and_groups_agree():
     layers = (2, 3, 4)
     Q, c, X, paths = setup_problem(layers, D=5, n=2000, seed=3)
     for j in range(3):
-        og = node_objectives(Q, c, X, paths, layers, j, "groups")
-        ok = node_objectives(Q, c, X, paths, layers, j, "kronecker")
+        og, _ = node_objectives(Q, c, X, paths, layers, j, "groups", frame=True)
+        ok, _ = node_objectives(Q, c, X, paths, layers, j, "kronecker", frame=True)
         rng = np.random.default_rng(j)
         for a, b in zip(og, ok):
             x = rng.standard_normal(5 * 6)
@@ -130,3 +135,34 @@ def test_optimize_node_reaches_closed_form_for_one_layer():
     mean = -np.linalg.solve(Qn[0][0], cn[0][0])
     np.testing.assert_allclose(cov, np.cov(X.T, bias=True), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(mean, X.mean(0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("offset", [1e4, 1e6])
+def test_mstep_moves_with_the_data(offset):
+    """Data moved by t is fitted by the same nodes with the biases next to x moved by -Q t
+    (Q (x + t) + c - Q t = Q x + c): one M-step from the moved start ends there, to rounding.
+    In moments about the origin those digits were lost: the nodes moved by 7e-4 at 1e4 and
+    2e-3 at 1e6."""
+    layers = (3, 2, 2)
+    Q, c, X, paths = setup_problem(layers, n=3000, seed=5)
+    t = offset * (1 + np.random.default_rng(6).random(X.shape[1]))
+    P, k = int(np.prod(layers)), len(layers) - 1
+    index = ravel_paths(paths, layers)
+    fits = []
+    for moved in (0, 1):
+        c_start = [cc.copy() for cc in c]
+        if moved:
+            c_start[k] -= Q[k] @ t
+        # statistics about a point near the data, as a fit keeps them (its path means)
+        stats = hard_stats(X + moved * t, index, P, np.tile(moved * t, (P, 1)), 1)
+        Qn, cn, _ = _mstep.mstep(Q, c_start, stats, layers, reg_covar=0.0, method="groups",
+                                 lbfgs_maxiter=200, rng=np.random.default_rng(0), n_threads=1)
+        if moved:
+            cn[k] = cn[k] + Qn[k] @ t
+        fits.append((Qn, cn))
+    (Qa, ca), (Qb, cb) = fits
+    # the moved rows themselves are rounded at 1e-16 * offset (measured: 5e-9 at 1e4, 2e-7 at
+    # 1e6)
+    for j in range(len(layers)):
+        np.testing.assert_allclose(Qb[j], Qa[j], rtol=0, atol=1e-12 * offset)
+        np.testing.assert_allclose(cb[j], ca[j], rtol=0, atol=1e-12 * offset)

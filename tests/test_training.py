@@ -466,6 +466,35 @@ def test_widen_splits_the_heaviest_nodes_keeping_the_density_and_the_paths(prior
                                   unravel_paths(m._train_paths, (3, 2)))
 
 
+def test_widen_splits_a_network_far_from_the_origin_as_at_it():
+    """The copies perturb their source's output, which does not move with the data: a network
+    moved by t (the biases next to x) widens to the widened network moved, so its copies
+    share their sources' points. Perturbing the map alone moved a copy's output by jitter *
+    Q t: 5e4 at t = 1e6, a node no row would ever reach."""
+    rng = np.random.default_rng(3)
+    A, b, w = random_params((3, 2), 4, rng)
+    X = DeepGMM.from_params(A, b, w).sample(300, random_state=0)[0]
+    t = 1e6 * (1 + rng.random(4))
+    moved = [b[0], b[1] + t]  # x = A_2 h + b_2: layer 2 acts on the data
+    wide = DeepGMM.from_params(A, b, w).widen((5, 3), random_state=7)
+    wide_moved = DeepGMM.from_params(A, moved, w).widen((5, 3), random_state=7)
+    np.testing.assert_allclose(wide_moved.score_samples(X + t), wide.score_samples(X),
+                               rtol=0, atol=1e-6)
+
+
+def test_deepen_a_model_far_from_the_origin_as_at_it():
+    """The new nodes keep the model's mean: a GMM moved by t deepens to the deepened GMM
+    moved. With b = 0 they moved the mean by G t (spread 0.1, t = 1e6: 5e4)."""
+    rng = np.random.default_rng(5)
+    A, b, w = random_params((3,), 4, rng)
+    X = DeepGMM.from_params(A, b, w).sample(300, random_state=0)[0]
+    t = 1e6 * (1 + rng.random(4))
+    deep = DeepGMM.from_params(A, b, w).deepen((2, 2), random_state=7)
+    deep_moved = DeepGMM.from_params(A, [b[0] + t], w).deepen((2, 2), random_state=7)
+    np.testing.assert_allclose(deep_moved.score_samples(X + t), deep.score_samples(X),
+                               rtol=0, atol=1e-6)
+
+
 def test_widen_starts_from_the_carried_paths_and_fits_more_clusters():
     # 4 clusters fitted with 2 components, then widened to 4 and continued
     rng = np.random.default_rng(0)
