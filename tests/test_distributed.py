@@ -45,9 +45,11 @@ def test_distributed_fit_matches_local_fit(client, estep):
     local = fit(X, **kw)
     dist = fit(X, client=client, **kw)
     # the statistics are summed shard by shard there, so the M-step's L-BFGS-B sees gradients
-    # that differ in the last bits; on these O(1) parameters that grows to ~1e-9 in 4 iterations
+    # that differ in the last bits, and its unconverged steps grow them: locally, rows moved by
+    # 1e-15 (relative) move these O(1) parameters by 3e-8 after 4 full-search iterations, by
+    # 1e-13 3e-7 (the distributed fit: 7e-7); one row of the 3,000 left out moves them by 6e-3
     for a, b in zip(local.transforms_ + local.biases_, dist.transforms_ + dist.biases_):
-        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-8)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     assert dist.objective_ == pytest.approx(local.objective_, abs=1e-8)
     np.testing.assert_array_equal(dist._train_paths, local._train_paths)
 
