@@ -196,8 +196,8 @@ def mstep(Q, c, stats, layers, *, reg_covar, method, lbfgs_maxiter, rng, n_threa
         # each node is fitted in its own frame, from its mean input o to its start's mean
         # output p: Q v + c = p + Q (v - o) + e, e fitted from 0. Data at an offset of 1e6
         # make Q v and c of 1e6 each and their sum of 1: about the origin one M-step moved
-        # the nodes by 7e-4 at 1e4 and 2e-3 at 1e6, whole fits by up to 2 nats
-        # (tests/test_mstep.py, test_robustness.py)
+        # the nodes by 7e-4 at 1e4 and 2e-3 at 1e6, whole fits by up to 1.4 nats at 1e4 and
+        # 2.5 at 1e6 (tests/test_mstep.py, test_robustness.py)
         origins = node_origins(counts, means, G, Nj)
         n, s1, s2 = group_moments(counts, means, scat, G, Nj, origins)
         R, r = lower_folds(Q[:j], c[:j], D)
